@@ -1,0 +1,1 @@
+"""The list/watch protocol: a pure state machine, the HTTP transport, and the driver."""

@@ -1,0 +1,301 @@
+"""The list/watch cycle as an explicit state machine.
+
+``step(state, input)`` is pure: it maps the current state and one thing that happened on the
+wire to the next state and to what the store must learn. The driver (``protocol.watcher``)
+only performs the request the state asks for and feeds back what came of it, so every
+recovery rule lives here and is tested without sockets.
+
+States and transitions::
+
+                   Page (continue)
+                  ┌───────┐
+                  ▼       │   Page (last)            event / bookmark
+    start ──► Listing ────┴──────────────► Watching ◄───────┐
+                  ▲  ▲                      │  │  │          │
+                  │  └─ 410 on continue ────┘  │  └──────────┘
+                  │     (restart the list)     │  clean end, inactivity, 5xx, 429:
+                  └──── 410, malformed line ───┘  watch again from the last version
+
+Every failure is reported (``Failure``) and delays the next request by the backoff; the
+failures that have an immediate cure (410, a dropped connection, a clean end, a 401 with new
+credentials) are retried at once the first time, and only back off if they repeat.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from rx_informer.errors import (
+    ConnectError,
+    GoneError,
+    InactivityError,
+    MalformedError,
+    RequestError,
+    StatusError,
+)
+from rx_informer.protocol.backoff import Backoff
+
+Object = dict[str, Any]
+
+# A watch that ends this soon with no event is treated as a failure, so a server that closes
+# every watch at once is met with backoff instead of a tight loop (client-go's rule, 1 s).
+_SHORT_WATCH = 1.0
+
+_UNAUTHORIZED = 401
+
+
+# --- States -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """Fetching the list, page by page.
+
+    Invariant: ``pages`` are the pages received so far of one consistent list, and
+    ``continue_token`` asks for the next one (``None`` before the first page).
+    """
+
+    continue_token: str | None = None
+    pages: tuple[list[Object], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Watching:
+    """Watching from ``resource_version``, the newest version the store has seen."""
+
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """Where the cycle is, and what the driver must do before the next request.
+
+    Invariant: ``request`` changes whenever the current request must end; the driver
+    drops the stream it is reading as soon as it sees a new value.
+    """
+
+    phase: Listing | Watching = field(default_factory=Listing)
+    request: int = 0
+    delay: float = 0.0
+    refresh_credentials: bool = False
+    failures: int = 0
+    last_failure_at: float | None = None
+
+
+# --- Inputs: what happened on the wire ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PageReceived:
+    items: list[Object]
+    resource_version: str
+    continue_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventReceived:
+    type: str
+    object: Object
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The server closed the watch cleanly after ``duration`` seconds and ``events``."""
+
+    duration: float
+    events: int
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    error: RequestError
+    now: float
+
+
+Input = PageReceived | EventReceived | StreamEnded | RequestFailed
+
+
+# --- Outputs: what the store learns ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Relisted:
+    """A complete, consistent list: the store replaces its content with exactly this."""
+
+    objects: list[Object]
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """An object was created or changed."""
+
+    object: Object
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """An object was deleted; this is its last state."""
+
+    object: Object
+
+
+@dataclass(frozen=True, slots=True)
+class Progressed:
+    """A bookmark: the store is current up to ``resource_version``; nothing else changed."""
+
+    resource_version: str
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A request failed; the cycle recovers on its own."""
+
+    error: RequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Resynced:
+    """The resync timer fired: re-deliver the cache (no request is made)."""
+
+
+Output = Relisted | Applied | Removed | Progressed | Failure | Resynced
+
+
+# --- The step function -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    """The rules of the cycle, with the tunables that they need."""
+
+    backoff: Backoff = field(default_factory=Backoff)
+    jitter: Callable[[], float] = random.random
+
+    def step(self, state: State, event: Input) -> tuple[State, list[Output]]:
+        """Advance the cycle by one input."""
+        if isinstance(event, RequestFailed):
+            return self._failed(state, event.error, event.now)
+        if isinstance(event, StreamEnded):
+            return self._stream_ended(state, event)
+        if isinstance(state.phase, Listing) and isinstance(event, PageReceived):
+            return self._page(state, state.phase, event)
+        if isinstance(state.phase, Watching) and isinstance(event, EventReceived):
+            return self._watch_event(state, state.phase, event)
+        raise AssertionError(f"{type(event).__name__} cannot arrive while {state.phase}")
+
+    def _page(self, state: State, phase: Listing, page: PageReceived) -> tuple[State, list[Output]]:
+        pages = (*phase.pages, page.items)
+        if page.continue_token:
+            return _next_request(state, Listing(page.continue_token, pages)), []
+
+        objects = [item for chunk in pages for item in chunk]
+        watching = Watching(page.resource_version)
+        return _next_request(state, watching), [Relisted(objects, page.resource_version)]
+
+    def _watch_event(
+        self, state: State, phase: Watching, event: EventReceived
+    ) -> tuple[State, list[Output]]:
+        if event.type == "ERROR":
+            return self._failed(state, status_error(event.object, "watch", ""), None)
+
+        version = _resource_version(event.object)
+        if version is None or (event.type != "BOOKMARK" and not _has_name(event.object)):
+            error = MalformedError(f"{event.type} event without metadata: relisting")
+            return self._failed(state, error, None)
+
+        moved = replace(state, phase=Watching(version))
+        if event.type == "BOOKMARK":
+            return moved, [Progressed(version)]
+        if event.type in ("ADDED", "MODIFIED"):
+            return moved, [Applied(event.object)]
+        if event.type == "DELETED":
+            return moved, [Removed(event.object)]
+        error = MalformedError(f"unknown watch event type {event.type!r}: relisting")
+        return self._failed(state, error, None)
+
+    def _stream_ended(self, state: State, ended: StreamEnded) -> tuple[State, list[Output]]:
+        if ended.duration < _SHORT_WATCH and ended.events == 0:
+            error = ConnectError(
+                f"watch closed by the server after {ended.duration:.2f} s without any event"
+            )
+            return self._failed(state, error, ended.now)
+        return _next_request(state, state.phase), []
+
+    def _failed(
+        self, state: State, error: RequestError, now: float | None
+    ) -> tuple[State, list[Output]]:
+        failures = state.failures
+        last = state.last_failure_at
+        if now is not None and last is not None and now - last > self.backoff.reset_after:
+            failures = 0
+        failures += 1
+
+        phase = _recovery_phase(state.phase, error)
+        curable_at_once = isinstance(error, GoneError | InactivityError | MalformedError) or (
+            isinstance(error, StatusError) and error.code == _UNAUTHORIZED
+        )
+        if isinstance(error, StatusError) and error.retry_after is not None:
+            delay = error.retry_after
+        elif curable_at_once and failures == 1:
+            delay = 0.0
+        else:
+            delay = self.backoff.delay(failures, self.jitter())
+
+        refresh = isinstance(error, StatusError) and error.code == _UNAUTHORIZED
+        next_state = State(
+            phase=phase,
+            request=state.request + 1,
+            delay=delay,
+            refresh_credentials=refresh,
+            failures=failures,
+            last_failure_at=now if now is not None else state.last_failure_at,
+        )
+        return next_state, [Failure(error)]
+
+
+def _recovery_phase(phase: Listing | Watching, error: RequestError) -> Listing | Watching:
+    """Where to resume after ``error``: only a fresh list cures lost history or bad data."""
+    if isinstance(error, GoneError | MalformedError):
+        return Listing()
+    return phase
+
+
+def _next_request(state: State, phase: Listing | Watching) -> State:
+    return replace(
+        state, phase=phase, request=state.request + 1, delay=0.0, refresh_credentials=False
+    )
+
+
+def _resource_version(obj: Object) -> str | None:
+    metadata = obj.get("metadata") if isinstance(obj, dict) else None
+    version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
+    return version if isinstance(version, str) and version else None
+
+
+def _has_name(obj: Object) -> bool:
+    name = obj["metadata"].get("name")
+    return isinstance(name, str) and bool(name)
+
+
+def status_error(
+    status: Any, verb: str, resource: str, retry_after: float | None = None
+) -> StatusError:
+    """Turn a ``Status`` object (from an error response or an ERROR event) into an error."""
+    if not isinstance(status, dict):
+        status = {}
+    code = status.get("code")
+    code = code if isinstance(code, int) else 0
+    reason = str(status.get("reason") or "")
+    message = str(status.get("message") or "no message")
+    what = f"{verb} {resource}".strip()
+    text = f"{what}: {code} {reason}: {message}" if what else f"{code} {reason}: {message}"
+
+    cls = GoneError if code == 410 or reason in ("Expired", "Gone") else StatusError
+    return cls(
+        text, code=code, reason=reason, retry_after=retry_after, verb=verb, resource=resource
+    )

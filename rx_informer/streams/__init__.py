@@ -1,0 +1,1 @@
+"""Stream plumbing: the sharing operator and the choice of event loop."""

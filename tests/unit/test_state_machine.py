@@ -1,0 +1,164 @@
+"""The list/watch cycle's rules, on the pure step function (no sockets, no clock)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rx_informer.errors import ConnectError, InactivityError, StatusError
+from rx_informer.protocol.backoff import Backoff
+from rx_informer.protocol.machine import (
+    Applied,
+    EventReceived,
+    Failure,
+    Listing,
+    Machine,
+    PageReceived,
+    Progressed,
+    Relisted,
+    Removed,
+    RequestFailed,
+    State,
+    StreamEnded,
+    Watching,
+    status_error,
+)
+from tests.support.fake_api import pod
+
+MACHINE = Machine(backoff=Backoff(), jitter=lambda: 0.0)
+WATCHING = State(phase=Watching("10"))
+GONE = {"kind": "Status", "code": 410, "reason": "Expired", "message": "too old"}
+
+
+def run(state: State, *inputs: object) -> tuple[State, list[object]]:
+    outputs: list[object] = []
+    for received in inputs:
+        state, produced = MACHINE.step(state, received)  # type: ignore[arg-type]
+        outputs.extend(produced)
+    return state, outputs
+
+
+def test_pages_accumulate_until_an_empty_continue_then_one_relist() -> None:
+    """Case 15: only the empty continue token ends the list; one Relisted with all pages."""
+    state, outputs = run(
+        State(),
+        PageReceived([pod("a", 1)], "50", "t1"),
+        PageReceived([], "50", "t2"),
+        PageReceived([pod("b", 2)], "50", ""),
+    )
+    assert outputs == [Relisted([pod("a", 1), pod("b", 2)], "50")]
+    assert state.phase == Watching("50")
+
+
+def test_expired_continue_token_restarts_the_list_from_scratch() -> None:
+    state, _ = run(State(), PageReceived([pod("a", 1)], "50", "t1"))
+    state, outputs = run(state, RequestFailed(status_error(GONE, "list", "pods"), now=0.0))
+    assert state.phase == Listing()
+    assert state.delay == 0.0
+    assert isinstance(outputs[0], Failure)
+
+
+def test_bookmark_advances_the_version_and_nothing_else() -> None:
+    """Case 10: a skeleton bookmark moves the resourceVersion, emits no object change."""
+    skeleton = {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "12"},
+                "spec": None, "status": None}
+    state, outputs = run(WATCHING, EventReceived("BOOKMARK", skeleton))
+    assert outputs == [Progressed("12")]
+    assert state.phase == Watching("12")
+    assert state.request == WATCHING.request
+
+
+def test_watch_events_advance_the_version_and_become_store_outputs() -> None:
+    state, outputs = run(
+        WATCHING,
+        EventReceived("ADDED", pod("a", 11)),
+        EventReceived("MODIFIED", pod("a", 12)),
+        EventReceived("DELETED", pod("a", 13)),
+    )
+    assert outputs == [Applied(pod("a", 11)), Applied(pod("a", 12)), Removed(pod("a", 13))]
+    assert state.phase == Watching("13")
+
+
+def test_clean_end_watches_again_from_the_last_version_without_relist() -> None:
+    """Case 16: the next watch starts from the last version seen; no list."""
+    state, _ = run(WATCHING, EventReceived("ADDED", pod("a", 11)))
+    state, outputs = run(state, StreamEnded(duration=30.0, events=1, now=30.0))
+    assert outputs == []
+    assert state.phase == Watching("11")
+    assert state.delay == 0.0
+    assert state.request == WATCHING.request + 1
+
+
+def test_a_watch_that_ends_at_once_without_events_backs_off() -> None:
+    state, outputs = run(WATCHING, StreamEnded(duration=0.1, events=0, now=1.0))
+    assert isinstance(outputs[0], Failure)
+    assert state.delay == pytest.approx(0.4)
+    assert state.phase == WATCHING.phase
+
+
+@pytest.mark.parametrize("source", ["http", "event"])
+def test_410_relists_whether_status_or_in_stream_event(source: str) -> None:
+    """Case 13: a 410 inside a watch the server keeps open still ends that request."""
+    if source == "http":
+        state, outputs = run(WATCHING, RequestFailed(status_error(GONE, "watch", "p"), 0.0))
+    else:
+        state, outputs = run(WATCHING, EventReceived("ERROR", GONE))
+    assert state.phase == Listing()
+    assert state.request == WATCHING.request + 1
+    assert state.delay == 0.0
+    assert [type(o) for o in outputs] == [Failure]
+
+
+def test_malformed_event_is_a_failure_followed_by_a_relist() -> None:
+    state, outputs = run(WATCHING, EventReceived("ADDED", {"kind": "Pod"}))
+    assert state.phase == Listing()
+    assert isinstance(outputs[0], Failure)
+
+
+def test_backoff_doubles_to_the_cap_and_resets_after_a_healthy_period() -> None:
+    error = StatusError("boom", code=500)
+    state, delays = WATCHING, []
+    for second in range(8):
+        state, _ = run(state, RequestFailed(error, now=float(second)))
+        delays.append(state.delay)
+    assert delays == [0.4, 0.8, 1.6, 3.2, 6.4, 12.8, 15.0, 15.0]
+
+    state, _ = run(state, RequestFailed(error, now=8.0 + 121.0))
+    assert state.failures == 1
+    assert state.delay == 0.4
+
+
+def test_jitter_spreads_within_the_upper_half_of_the_bound() -> None:
+    machine = Machine(backoff=Backoff(), jitter=lambda: 0.999)
+    state, _ = machine.step(WATCHING, RequestFailed(StatusError("x", code=503), now=0.0))
+    assert 0.79 < state.delay < 0.8
+
+
+def test_retry_after_is_honoured() -> None:
+    """Case 17: the server's Retry-After wins over the computed backoff."""
+    throttled = StatusError("slow down", code=429, retry_after=2.0)
+    state, _ = run(State(), RequestFailed(throttled, now=0.0))
+    assert state.delay == 2.0
+    assert state.phase == Listing()
+
+
+def test_401_asks_for_fresh_credentials_and_retries_at_once_then_backs_off() -> None:
+    """Case 19: a rejected token is refreshed; a second 401 in a row is not a tight loop."""
+    denied = StatusError("no", code=401)
+    state, _ = run(WATCHING, RequestFailed(denied, now=0.0))
+    assert state.refresh_credentials and state.delay == 0.0
+    state, _ = run(state, RequestFailed(denied, now=0.1))
+    assert state.refresh_credentials and state.delay == pytest.approx(0.8)
+
+
+def test_dropped_connection_and_inactivity_resume_the_watch_not_the_list() -> None:
+    for error in (InactivityError("quiet"), ConnectError("reset")):
+        state, outputs = run(WATCHING, RequestFailed(error, now=0.0))
+        assert state.phase == WATCHING.phase
+        assert isinstance(outputs[0], Failure)
+
+
+def test_list_failure_keeps_the_pages_and_retries_the_same_page() -> None:
+    state, _ = run(State(), PageReceived([pod("a", 1)], "50", "t1"))
+    state, _ = run(state, RequestFailed(StatusError("down", code=503), now=0.0))
+    assert state.phase == Listing("t1", ([pod("a", 1)],))
+    assert state.delay > 0
