@@ -101,7 +101,8 @@ class FakeApiServer:
         self.requests: list[Request] = []
         self.closed: list[float] = []
         self.open_connections = 0
-        self.page_token_ttl: int | None = None
+        #: When set, requests whose bearer token is not in it get 401.
+        self.accepted_tokens: set[str] | None = None
         self._scripts: dict[str, list[Handler]] = {"list": [], "watch": []}
         self._watchers: list[asyncio.Queue[tuple[str, dict[str, Any]] | None]] = []
         self._history: list[tuple[int, str, dict[str, Any]]] = []
@@ -199,6 +200,10 @@ class FakeApiServer:
                 if request is None:
                     return
                 self.requests.append(request)
+                if not self._authorized(request):
+                    await Writer(writer).json(401, {"kind": "Status", "code": 401,
+                                                    "reason": "Unauthorized"})
+                    continue
                 scripted = self._scripts[request.kind]
                 handler = scripted.pop(0) if scripted else self._default(request.kind)
                 out = Writer(writer)
@@ -213,6 +218,12 @@ class FakeApiServer:
             self.closed.append(time.monotonic())
             with contextlib.suppress(Exception):
                 writer.close()
+
+    def _authorized(self, request: Request) -> bool:
+        if self.accepted_tokens is None:
+            return True
+        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        return token in self.accepted_tokens
 
     def _default(self, kind: str) -> Handler:
         return self._list if kind == "list" else self._watch
