@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 
 import httpx
+import yaml
 from kubernetes.client import Configuration
 from kubernetes.config import incluster_config, kube_config
 from kubernetes.config.config_exception import ConfigException
@@ -138,7 +139,7 @@ class Cluster:
             self._load(config, self._temp_dir)
         except ConfigException as exc:
             raise ConfigError(f"{self._description}: {exc}") from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as exc:
             raise ConfigError(f"{self._description} cannot be used: {_describe(exc)}") from exc
         if not config.host:
             raise ConfigError(f"{self._description} names no server")

@@ -78,11 +78,13 @@ class Transport:
         url = f"{self._ref.path}?{self._ref.query(limit=limit, **{'continue': continue_token})}"
         timeout = httpx.Timeout(self._timeouts.list_read, connect=self._timeouts.connect)
 
-        with self._translate("list"):
-            response = await client.get(
-                url, headers=self._headers(), timeout=timeout, extensions=self._extensions
-            )
-            await response.aread()
+        try:
+            with self._translate("list"):
+                response = await client.get(
+                    url, headers=self._headers(), timeout=timeout, extensions=self._extensions
+                )
+        except RequestError as exc:
+            return _failed_now(exc)
         if response.status_code != 200:
             return self._failed(response, "list", response.content)
 
@@ -108,15 +110,20 @@ class Transport:
         timeout = httpx.Timeout(self._timeouts.inactivity, connect=self._timeouts.connect)
         started, events = time.monotonic(), 0
 
-        with self._translate("watch"):
-            request = client.build_request(
-                "GET",
-                f"{self._ref.path}?{query}",
-                headers=self._headers(),
-                timeout=timeout,
-                extensions=self._extensions,
-            )
-            response = await client.send(request, stream=True)
+        request = client.build_request(
+            "GET",
+            f"{self._ref.path}?{query}",
+            headers=self._headers(),
+            timeout=timeout,
+            extensions=self._extensions,
+        )
+        try:
+            with self._translate("watch"):
+                response = await client.send(request, stream=True)
+        except RequestError as exc:
+            yield _failed_now(exc)
+            return
+
         try:
             if response.status_code != 200:
                 with self._translate("watch"):
@@ -187,8 +194,13 @@ class Transport:
                 resource=self._resource,
             ) from exc
         except httpx.TransportError as exc:
+            detail = str(exc) or "connection failed"
+            if "CERTIFICATE_VERIFY_FAILED" in detail:
+                detail += (
+                    "; check certificate-authority and tls-server-name in the kubeconfig"
+                )
             raise ConnectError(
-                f"{verb} {self._resource}: {type(exc).__name__}: {exc or 'connection failed'}",
+                f"{verb} {self._resource}: {type(exc).__name__}: {detail}",
                 verb=verb,
                 resource=self._resource,
             ) from exc

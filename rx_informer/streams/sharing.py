@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -77,11 +77,11 @@ class ReplayLatestShare(Observable[T], Generic[T]):
 
         def on_error(error: Exception) -> None:
             for observer in self._end(generation):
-                observer.on_error(error)
+                _guard(observer.on_error, error)
 
         def on_completed() -> None:
             for observer in self._end(generation):
-                observer.on_completed()
+                _guard(observer.on_completed)
 
         # A placeholder first: the source may call back before subscribe() returns.
         self._connection = Disposable()
@@ -119,11 +119,16 @@ class ReplayLatestShare(Observable[T], Generic[T]):
             self._observers = ()
             self._disconnect()
         for observer in observers:
-            observer.on_completed()
+            _guard(observer.on_completed)
 
 
 def _deliver(observer: abc.ObserverBase[T], value: T) -> None:
+    _guard(observer.on_next, value)
+
+
+def _guard(call: Callable[..., None], *args: Any) -> None:
+    """Call an observer; what it raises is logged, never passed on to the next one."""
     try:
-        observer.on_next(value)
+        call(*args)
     except Exception:
         log.exception("a subscriber raised; it stays subscribed and the others go on")

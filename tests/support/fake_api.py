@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -95,7 +96,8 @@ def pod(name: str, version: int, namespace: str | None = "default", **extra: Any
 class FakeApiServer:
     """Serves one collection on ``url``; runs its own loop in a thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
+        self._tls = tls
         self.objects: dict[str, dict[str, Any]] = {}
         self.version = 100
         self.requests: list[Request] = []
@@ -122,9 +124,9 @@ class FakeApiServer:
         return self
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
         port = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
+        self.url = f"{'https' if self._tls else 'http'}://127.0.0.1:{port}"
 
     def stop(self) -> None:
         async def close() -> None:
@@ -211,7 +213,8 @@ class FakeApiServer:
                     return
                 if out.streaming:
                     return
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError,
+                ssl.SSLError):
             return
         finally:
             self.open_connections -= 1

@@ -6,6 +6,7 @@ Each test names the field case (``../shared/cases.md``) it pins.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import Callable
@@ -104,7 +105,7 @@ def test_outage_is_met_with_backoff_and_recovers(
     recorder.wait_count(EventType.SYNCED, timeout=10)
 
     lists = server.requests_of("list")
-    gaps = [b.at - a.at for a, b in zip(lists, lists[1:], strict=False)]
+    gaps = [b.at - a.at for a, b in itertools.pairwise(lists)]
     assert len(lists) == 6
     # Bounds 0.1, 0.2, 0.4, 0.4, 0.4, each drawn from its upper half.
     for gap, bound in zip(gaps, [0.1, 0.2, 0.4, 0.4, 0.4], strict=True):
@@ -252,7 +253,7 @@ def test_expired_continue_token_restarts_the_list(
 ) -> None:
     for name in ("a", "b", "c"):
         server.add(pod(name, 0))
-    original = server._list  # noqa: SLF001 - wrap the default list handler
+    original = server._list
 
     async def first_page(request: Request, out: Writer) -> None:
         await original(request, out)
@@ -297,7 +298,7 @@ def test_429_with_retry_after_is_waited_out(
     recorder.wait_count(EventType.SYNCED, timeout=10)
     lists = server.requests_of("list")
     assert len(lists) == 4
-    assert all(b.at - a.at >= 0.95 for a, b in zip(lists, lists[1:], strict=False))
+    assert all(b.at - a.at >= 0.95 for a, b in itertools.pairwise(lists))
     assert recorder.summary()[-2:] == [("ADDED", "a"), ("SYNCED", None)]
 
 

@@ -150,7 +150,7 @@ def test_no_concurrent_calls_and_nothing_after_dispose_under_racing_threads() ->
         while not stop.is_set():
             disposed = threading.Event()
 
-            def on_next(value: int) -> None:
+            def on_next(value: int, disposed: threading.Event = disposed) -> None:
                 if disposed.is_set():
                     late_calls.append(value)
 
