@@ -128,8 +128,9 @@ def _scripted_changes(kubeconfig: str, seen: _Seen) -> None:
     """Create, update and delete pods, each time waiting for the informer to report it."""
     from kubernetes import client, config  # noqa: PLC0415
 
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    api.create_namespace({"metadata": {"name": "demo"}})
+    api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+    api = client.CoreV1Api(api_client)
+    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="demo")))
     seen.wait_for(EventType.SYNCED, "")
 
     for name in ("web-1", "web-2", "worker"):
@@ -142,11 +143,15 @@ def _scripted_changes(kubeconfig: str, seen: _Seen) -> None:
         seen.wait_for(EventType.DELETED, name)
 
 
-def _pod(name: str) -> dict[str, Any]:
-    return {
-        "metadata": {"name": name, "labels": {"app": name.split("-")[0]}},
-        "spec": {"containers": [{"name": "main", "image": "registry.invalid/demo:1"}]},
-    }
+def _pod(name: str) -> Any:
+    from kubernetes import client  # noqa: PLC0415
+
+    return client.V1Pod(
+        metadata=client.V1ObjectMeta(name=name, labels={"app": name.split("-", maxsplit=1)[0]}),
+        spec=client.V1PodSpec(
+            containers=[client.V1Container(name="main", image="registry.invalid/demo:1")]
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,7 @@ from rx_informer.errors import (
     StatusError,
 )
 from rx_informer.protocol.backoff import Backoff
-
-Object = dict[str, Any]
+from rx_informer.protocol.wire import WireObject
 
 # A watch that ends this soon with no event is treated as a failure, so a server that closes
 # every watch at once is met with backoff instead of a tight loop (client-go's rule, 1 s).
@@ -59,7 +58,7 @@ class Listing:
     """
 
     continue_token: str | None = None
-    pages: tuple[list[Object], ...] = ()
+    pages: tuple[list[WireObject], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +89,18 @@ class State:
 
 @dataclass(frozen=True, slots=True)
 class PageReceived:
-    items: list[Object]
+    items: list[WireObject]
     resource_version: str
     continue_token: str
 
 
 @dataclass(frozen=True, slots=True)
 class EventReceived:
+    """A decoded watch event: an object, or for ERROR the ``Status`` it carried."""
+
     type: str
-    object: Object
+    object: WireObject | None
+    status: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +128,7 @@ Input = PageReceived | EventReceived | StreamEnded | RequestFailed
 class Relisted:
     """A complete, consistent list: the store replaces its content with exactly this."""
 
-    objects: list[Object]
+    objects: list[WireObject]
     resource_version: str
 
 
@@ -134,14 +136,14 @@ class Relisted:
 class Applied:
     """An object was created or changed."""
 
-    object: Object
+    object: WireObject
 
 
 @dataclass(frozen=True, slots=True)
 class Removed:
     """An object was deleted; this is its last state."""
 
-    object: Object
+    object: WireObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,21 +202,22 @@ class Machine:
     def _watch_event(
         self, state: State, phase: Watching, event: EventReceived
     ) -> tuple[State, list[Output]]:
-        if event.type == "ERROR":
-            return self._failed(state, status_error(event.object, "watch", ""), None)
+        if event.type == "ERROR" or event.object is None:
+            return self._failed(state, status_error(event.status, "watch", ""), None)
 
-        version = _resource_version(event.object)
-        if version is None or (event.type != "BOOKMARK" and not _has_name(event.object)):
-            error = MalformedError(f"{event.type} event without metadata: relisting")
-            return self._failed(state, error, None)
-
-        moved = replace(state, phase=Watching(version))
+        obj = event.object
+        # Built field by field: this runs once per watch event and dataclasses.replace is
+        # several times slower than a plain constructor call.
+        moved = State(
+            Watching(obj.resource_version), state.request, state.delay,
+            state.refresh_credentials, state.failures, state.last_failure_at,
+        )
         if event.type == "BOOKMARK":
-            return moved, [Progressed(version)]
+            return moved, [Progressed(obj.resource_version)]
         if event.type in ("ADDED", "MODIFIED"):
-            return moved, [Applied(event.object)]
+            return moved, [Applied(obj)]
         if event.type == "DELETED":
-            return moved, [Removed(event.object)]
+            return moved, [Removed(obj)]
         error = MalformedError(f"unknown watch event type {event.type!r}: relisting")
         return self._failed(state, error, None)
 
@@ -269,17 +272,6 @@ def _next_request(state: State, phase: Listing | Watching) -> State:
     return replace(
         state, phase=phase, request=state.request + 1, delay=0.0, refresh_credentials=False
     )
-
-
-def _resource_version(obj: Object) -> str | None:
-    metadata = obj.get("metadata") if isinstance(obj, dict) else None
-    version = metadata.get("resourceVersion") if isinstance(metadata, dict) else None
-    return version if isinstance(version, str) and version else None
-
-
-def _has_name(obj: Object) -> bool:
-    name = obj["metadata"].get("name")
-    return isinstance(name, str) and bool(name)
 
 
 def status_error(

@@ -31,6 +31,7 @@ from rx_informer.protocol.machine import (
     StreamEnded,
     status_error,
 )
+from rx_informer.protocol.wire import DecodeError, decode_event, decode_page
 
 _JSON = {"Accept": "application/json"}
 
@@ -89,13 +90,10 @@ class Transport:
             return self._failed(response, "list", response.content)
 
         try:
-            body = orjson.loads(response.content)
-            metadata = body.get("metadata") or {}
-            items = body.get("items") or []
-            version = str(metadata["resourceVersion"])
-        except (orjson.JSONDecodeError, AttributeError, KeyError, TypeError) as exc:
+            items, version, continue_token = decode_page(response.content)
+        except DecodeError as exc:
             return _failed_now(MalformedError(f"list {self._resource}: not a list: {exc}"))
-        return PageReceived(items, version, str(metadata.get("continue") or ""))
+        return PageReceived(items, version, continue_token)
 
     async def watch(
         self, client: httpx.AsyncClient, resource_version: str, timeout_seconds: int
@@ -151,15 +149,12 @@ class Transport:
 
     def _event(self, line: bytes) -> Input:
         try:
-            decoded = orjson.loads(line)
-            event_type, obj = decoded["type"], decoded["object"]
-        except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+            event_type, obj, status = decode_event(line)
+        except DecodeError as exc:
             preview = line[:80].decode("utf-8", "replace")
             error = MalformedError(f"watch {self._resource}: bad line {preview!r}: {exc}")
             return _failed_now(error)
-        if not isinstance(event_type, str) or not isinstance(obj, dict):
-            return _failed_now(MalformedError(f"watch {self._resource}: event of wrong shape"))
-        return EventReceived(event_type, obj)
+        return EventReceived(event_type, obj, status)
 
     def _failed(self, response: httpx.Response, verb: str, body: bytes) -> Input:
         """An error response: its Status if it sent one, else the bare HTTP status."""

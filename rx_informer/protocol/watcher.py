@@ -40,6 +40,7 @@ from rx_informer.protocol.machine import (
     status_error,
 )
 from rx_informer.protocol.transport import Timeouts, Transport
+from rx_informer.protocol.wire import DecodeError, WireObject
 from rx_informer.streams.loop import current_or_background_loop
 
 log = logging.getLogger(__name__)
@@ -233,9 +234,9 @@ async def _call_list_fn(list_fn: ListFunction, resource: str) -> Input:
 
     body = _as_dict(body)
     try:
-        items = list(body.get("items") or [])
+        items = [WireObject.from_dict(item) for item in body.get("items") or []]
         version = str(body["metadata"]["resourceVersion"])
-    except (AttributeError, KeyError, TypeError) as exc:
+    except (AttributeError, KeyError, TypeError, *DecodeError) as exc:
         error = RequestError(f"list {resource}: list_fn returned no list ({exc!r})")
         return RequestFailed(error, now())
     return PageReceived(items, version, "")

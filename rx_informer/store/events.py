@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rx_informer.errors import InformerError
+    from rx_informer.protocol.wire import WireObject
     from rx_informer.store.snapshot import Snapshot
 
 
@@ -21,9 +21,8 @@ class EventType(enum.Enum):
     ERROR = "ERROR"
 
 
-@dataclass(frozen=True, slots=True)
 class Event:
-    """One change of the cache, a sync, or a failure.
+    """One change of the cache, a sync, or a failure. Immutable.
 
     - ADDED: ``object`` is new. MODIFIED: ``object`` replaced ``old`` (a resync re-delivers an
       unchanged object with ``old is object``). DELETED: ``object`` is the last known state,
@@ -31,21 +30,80 @@ class Event:
       by a relist, not seen in a watch, so ``object`` may be stale.
     - SYNCED: ``snapshot`` is the cache right after a complete list.
     - ERROR: ``error`` is an ``InformerError``.
+
+    ``object`` and ``old`` are decoded from the wire bytes on first access and then kept for
+    the life of the event; ``name``, ``namespace``, ``key`` and ``resource_version`` cost
+    nothing.
     """
 
-    type: EventType
-    object: dict[str, Any] | None = None
-    old: dict[str, Any] | None = None
-    snapshot: Snapshot | None = None
-    error: InformerError | None = None
-    final_state_unknown: bool = False
+    __slots__ = (
+        "_decoded", "_old", "_old_decoded", "_wire", "error", "final_state_unknown", "snapshot",
+        "type",
+    )
+
+    def __init__(
+        self,
+        type: EventType,
+        wire: WireObject | None = None,
+        old: WireObject | None = None,
+        *,
+        snapshot: Snapshot | None = None,
+        error: InformerError | None = None,
+        final_state_unknown: bool = False,
+        decoded: dict[str, Any] | None = None,
+    ) -> None:
+        self.type = type
+        self.snapshot = snapshot
+        self.error = error
+        self.final_state_unknown = final_state_unknown
+        self._wire = wire
+        self._old = old
+        self._decoded = decoded
+        self._old_decoded: dict[str, Any] | None = None
+
+    @property
+    def object(self) -> dict[str, Any] | None:
+        """The object as a dict (``None`` for SYNCED and ERROR)."""
+        if self._decoded is None and self._wire is not None:
+            self._decoded = self._wire.decode()
+        return self._decoded
+
+    @property
+    def old(self) -> dict[str, Any] | None:
+        """The previous state (MODIFIED, DELETED), else ``None``."""
+        if self._old is None:
+            return None
+        if self._old is self._wire:
+            return self.object
+        if self._old_decoded is None:
+            self._old_decoded = self._old.decode()
+        return self._old_decoded
+
+    @property
+    def wire(self) -> WireObject | None:
+        """The object as received: JSON bytes and identity, without decoding."""
+        return self._wire
+
+    @property
+    def name(self) -> str | None:
+        return self._wire.name if self._wire is not None else None
+
+    @property
+    def namespace(self) -> str | None:
+        return (self._wire.namespace or None) if self._wire is not None else None
+
+    @property
+    def key(self) -> str | None:
+        return self._wire.key if self._wire is not None else None
+
+    @property
+    def resource_version(self) -> str | None:
+        return self._wire.resource_version if self._wire is not None else None
 
     def __repr__(self) -> str:
         if self.type is EventType.SYNCED and self.snapshot is not None:
             return f"Event(SYNCED, {len(self.snapshot)} objects)"
         if self.type is EventType.ERROR:
             return f"Event(ERROR, {self.error})"
-        metadata = (self.object or {}).get("metadata") or {}
-        name = "/".join(filter(None, (metadata.get("namespace"), metadata.get("name"))))
         suffix = ", final state unknown" if self.final_state_unknown else ""
-        return f"Event({self.type.value}, {name}@{metadata.get('resourceVersion')}{suffix})"
+        return f"Event({self.type.value}, {self.key}@{self.resource_version}{suffix})"

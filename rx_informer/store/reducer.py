@@ -8,7 +8,7 @@ relist that finds nothing new cause no event at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from rx_informer.protocol.machine import (
@@ -20,14 +20,9 @@ from rx_informer.protocol.machine import (
     Removed,
     Resynced,
 )
+from rx_informer.protocol.wire import WireObject
 from rx_informer.store.events import Event, EventType
-from rx_informer.store.snapshot import (
-    IndexFunction,
-    Object,
-    Snapshot,
-    object_key,
-    resource_version,
-)
+from rx_informer.store.snapshot import IndexFunction, Object, Snapshot
 
 Transform = Callable[[Object], Object]
 
@@ -53,7 +48,7 @@ class Step:
 
     def replay(self) -> Step:
         snapshot = self.snapshot
-        added = [Event(EventType.ADDED, obj) for obj in snapshot]
+        added = [Event(EventType.ADDED, wire) for wire in snapshot.wires()]
         if snapshot.has_synced:
             added.append(Event(EventType.SYNCED, snapshot=snapshot))
         return Step(snapshot, tuple(added), changed=True, replayed=True)
@@ -67,7 +62,7 @@ class Reducer:
         transform: Transform | None = None,
         indexers: Mapping[str, IndexFunction] | None = None,
     ) -> None:
-        self._transform = transform or _identity
+        self._transform = transform
         self._indexers = dict(indexers or {})
 
     def seed(self) -> Step:
@@ -76,12 +71,13 @@ class Reducer:
     def __call__(self, step: Step, output: Output) -> Step:
         snapshot = step.snapshot
         if isinstance(output, Applied):
-            return _applied(snapshot, self._transform(output.object))
+            wire, decoded = self._prepared(output.object)
+            return _applied(snapshot, wire, decoded)
         if isinstance(output, Removed):
-            return _removed(snapshot, self._transform(output.object))
+            return _removed(snapshot, self._prepared(output.object)[0])
         if isinstance(output, Relisted):
-            objects = map(self._transform, output.objects)
-            return _relisted(snapshot, objects, output.resource_version)
+            listed = [self._prepared(wire)[0] for wire in output.objects]
+            return _relisted(snapshot, listed, output.resource_version)
         if isinstance(output, Progressed):
             return Step(snapshot.at_version(output.resource_version))
         if isinstance(output, Failure):
@@ -90,57 +86,53 @@ class Reducer:
             return _resynced(snapshot)
         raise AssertionError(f"unknown output {output!r}")
 
+    def _prepared(self, wire: WireObject) -> tuple[WireObject, Object | None]:
+        """Apply the transform, if any; return the object to cache and its dict if known."""
+        if self._transform is None:
+            return wire, None
+        decoded = self._transform(wire.decode())
+        return WireObject.from_dict(decoded), decoded
 
-def _identity(obj: Object) -> Object:
-    return obj
 
-
-def _applied(snapshot: Snapshot, obj: Object) -> Step:
-    key = object_key(obj)
-    version = resource_version(obj)
-    old = snapshot.get_by_key(key)
-
-    if old is not None and resource_version(old) == version:
-        return Step(snapshot.at_version(version))
+def _applied(snapshot: Snapshot, wire: WireObject, decoded: Object | None) -> Step:
+    old = snapshot.wire(wire.key)
+    if old is not None and old.resource_version == wire.resource_version:
+        return Step(snapshot.at_version(wire.resource_version))
 
     kind = EventType.ADDED if old is None else EventType.MODIFIED
-    event = Event(kind, obj, old)
-    return Step(snapshot.with_object(key, obj, old, version), (event,), changed=True)
+    event = Event(kind, wire, old, decoded=decoded)
+    return Step(snapshot.with_object(wire, old, decoded), (event,), changed=True)
 
 
-def _removed(snapshot: Snapshot, obj: Object) -> Step:
-    key = object_key(obj)
-    version = resource_version(obj)
-    old = snapshot.get_by_key(key)
+def _removed(snapshot: Snapshot, wire: WireObject) -> Step:
+    old = snapshot.wire(wire.key)
 
     # Never announced, so nothing to retract: a subscriber replaying events stays consistent.
     if old is None:
-        return Step(snapshot.at_version(version))
-    deleted = Event(EventType.DELETED, obj, old)
-    return Step(snapshot.without_object(key, old, version), (deleted,), changed=True)
+        return Step(snapshot.at_version(wire.resource_version))
+    deleted = Event(EventType.DELETED, wire, old)
+    return Step(snapshot.without_object(old, wire.resource_version), (deleted,), changed=True)
 
 
-def _relisted(snapshot: Snapshot, listed: Iterable[Object], version: str) -> Step:
+def _relisted(snapshot: Snapshot, listed: list[WireObject], version: str) -> Step:
     """Diff a complete list against the cache, then swap the cache in one step."""
-    fresh: dict[str, Object] = {}
+    fresh: dict[str, WireObject] = {}
     events: list[Event] = []
 
-    for obj in listed:
-        key = object_key(obj)
-        old = snapshot.get_by_key(key)
+    for wire in listed:
+        old = snapshot.wire(wire.key)
         if old is None:
-            events.append(Event(EventType.ADDED, obj))
-        elif resource_version(old) != resource_version(obj):
-            events.append(Event(EventType.MODIFIED, obj, old))
+            events.append(Event(EventType.ADDED, wire))
+        elif old.resource_version != wire.resource_version:
+            events.append(Event(EventType.MODIFIED, wire, old))
         else:
-            fresh[key] = old  # unchanged: keep the cached instance
+            fresh[wire.key] = old  # unchanged: keep the cached instance
             continue
-        fresh[key] = obj
+        fresh[wire.key] = wire
 
-    for key in snapshot.keys():  # noqa: SIM118 - a snapshot iterates objects, not keys
-        if key not in fresh:
-            old_obj = snapshot.get_by_key(key)
-            events.append(Event(EventType.DELETED, old_obj, old_obj, final_state_unknown=True))
+    for old in snapshot.wires():
+        if old.key not in fresh:
+            events.append(Event(EventType.DELETED, old, old, final_state_unknown=True))
 
     swapped = snapshot.replaced(fresh, version)
     events.append(Event(EventType.SYNCED, snapshot=swapped))
@@ -150,5 +142,5 @@ def _relisted(snapshot: Snapshot, listed: Iterable[Object], version: str) -> Ste
 def _resynced(snapshot: Snapshot) -> Step:
     if not snapshot.has_synced:
         return Step(snapshot)
-    events = tuple(Event(EventType.MODIFIED, obj, obj) for obj in snapshot)
+    events = tuple(Event(EventType.MODIFIED, wire, wire) for wire in snapshot.wires())
     return Step(snapshot, events)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from rx_informer.errors import ConnectError, InactivityError, StatusError
 from rx_informer.protocol.backoff import Backoff
 from rx_informer.protocol.machine import (
-    Applied,
     EventReceived,
     Failure,
     Listing,
@@ -15,14 +16,24 @@ from rx_informer.protocol.machine import (
     PageReceived,
     Progressed,
     Relisted,
-    Removed,
     RequestFailed,
     State,
     StreamEnded,
     Watching,
     status_error,
 )
-from tests.support.fake_api import pod
+from rx_informer.protocol.wire import DecodeError, WireObject, decode_event
+from tests.support.fake_api import pod as pod_dict
+
+
+def pod(name: str, version: int) -> WireObject:
+    return WireObject.from_dict(pod_dict(name, version))
+
+
+def received(event_type: str, obj: dict) -> EventReceived:  # type: ignore[type-arg]
+    """Through the real decoder, as a line from the server."""
+    line = json.dumps({"type": event_type, "object": obj}).encode()
+    return EventReceived(*decode_event(line))
 
 MACHINE = Machine(backoff=Backoff(), jitter=lambda: 0.0)
 WATCHING = State(phase=Watching("10"))
@@ -61,7 +72,7 @@ def test_bookmark_advances_the_version_and_nothing_else() -> None:
     """Case 10: a skeleton bookmark moves the resourceVersion, emits no object change."""
     skeleton = {"kind": "Pod", "apiVersion": "v1", "metadata": {"resourceVersion": "12"},
                 "spec": None, "status": None}
-    state, outputs = run(WATCHING, EventReceived("BOOKMARK", skeleton))
+    state, outputs = run(WATCHING, received("BOOKMARK", skeleton))
     assert outputs == [Progressed("12")]
     assert state.phase == Watching("12")
     assert state.request == WATCHING.request
@@ -70,17 +81,19 @@ def test_bookmark_advances_the_version_and_nothing_else() -> None:
 def test_watch_events_advance_the_version_and_become_store_outputs() -> None:
     state, outputs = run(
         WATCHING,
-        EventReceived("ADDED", pod("a", 11)),
-        EventReceived("MODIFIED", pod("a", 12)),
-        EventReceived("DELETED", pod("a", 13)),
+        received("ADDED", pod_dict("a", 11)),
+        received("MODIFIED", pod_dict("a", 12)),
+        received("DELETED", pod_dict("a", 13)),
     )
-    assert outputs == [Applied(pod("a", 11)), Applied(pod("a", 12)), Removed(pod("a", 13))]
+    assert [(type(o).__name__, o.object.resource_version) for o in outputs] == [  # type: ignore[attr-defined]
+        ("Applied", "11"), ("Applied", "12"), ("Removed", "13")
+    ]
     assert state.phase == Watching("13")
 
 
 def test_clean_end_watches_again_from_the_last_version_without_relist() -> None:
     """Case 16: the next watch starts from the last version seen; no list."""
-    state, _ = run(WATCHING, EventReceived("ADDED", pod("a", 11)))
+    state, _ = run(WATCHING, received("ADDED", pod_dict("a", 11)))
     state, outputs = run(state, StreamEnded(duration=30.0, events=1, now=30.0))
     assert outputs == []
     assert state.phase == Watching("11")
@@ -101,17 +114,39 @@ def test_410_relists_whether_status_or_in_stream_event(source: str) -> None:
     if source == "http":
         state, outputs = run(WATCHING, RequestFailed(status_error(GONE, "watch", "p"), 0.0))
     else:
-        state, outputs = run(WATCHING, EventReceived("ERROR", GONE))
+        state, outputs = run(WATCHING, received("ERROR", GONE))
     assert state.phase == Listing()
     assert state.request == WATCHING.request + 1
     assert state.delay == 0.0
     assert [type(o) for o in outputs] == [Failure]
 
 
-def test_malformed_event_is_a_failure_followed_by_a_relist() -> None:
-    state, outputs = run(WATCHING, EventReceived("ADDED", {"kind": "Pod"}))
+def test_unknown_event_type_is_a_failure_followed_by_a_relist() -> None:
+    state, outputs = run(WATCHING, received("SURPRISE", pod_dict("a", 11)))
     assert state.phase == Listing()
     assert isinstance(outputs[0], Failure)
+
+
+@pytest.mark.parametrize("line", [
+    b'{"type":"ADDED","object":{"kind":"Pod"}}',
+    b'{"type":"ADDED","object":{"metadata":{"resourceVersion":"3"}}}',
+    b'{"type":"ADDED"}',
+    b'[1, 2]',
+    b'{"type":"ADDED","object":{"metadata":{"name":"a","resourceVersion":"3"}',
+])
+def test_lines_that_are_not_watch_events_do_not_decode(line: bytes) -> None:
+    with pytest.raises(DecodeError):
+        decode_event(line)
+
+
+def test_object_bytes_are_the_slice_of_the_line_or_reserialised() -> None:
+    obj = pod_dict("a", 7)
+    canonical = json.dumps({"type": "ADDED", "object": obj}, separators=(",", ":")).encode()
+    reordered = json.dumps({"object": obj, "type": "ADDED"}).encode()
+    for line in (canonical, reordered, canonical + b"  \r"):
+        _, wire, _ = decode_event(line)
+        assert wire is not None and json.loads(wire.raw) == obj
+        assert (wire.key, wire.resource_version) == ("default/a", "7")
 
 
 def test_backoff_doubles_to_the_cap_and_resets_after_a_healthy_period() -> None:

@@ -15,8 +15,13 @@ from rx_informer.protocol.machine import (
     Removed,
     Resynced,
 )
+from rx_informer.protocol.wire import WireObject
 from rx_informer.store.reducer import Reducer, Step
-from tests.support.fake_api import pod
+from tests.support.fake_api import pod as pod_dict
+
+
+def pod(name: str, version: int, **extra: object) -> WireObject:
+    return WireObject.from_dict(pod_dict(name, version, **extra))
 
 
 def fold(reducer: Reducer, *outputs: Output) -> list[Step]:
@@ -28,7 +33,7 @@ def fold(reducer: Reducer, *outputs: Output) -> list[Step]:
 
 def shape(step: Step) -> list[tuple[str, str | None, bool]]:
     return [
-        (e.type.value, e.object["metadata"]["name"] if e.object else None, e.final_state_unknown)
+        (e.type.value, e.name, e.final_state_unknown)
         for e in step.events
     ]
 
@@ -45,7 +50,7 @@ def test_relist_diffs_against_the_cache_and_swaps_in_one_step() -> None:
         ("MODIFIED", "b", False), ("ADDED", "d", False),
         ("DELETED", "c", True), ("SYNCED", None, False),
     ]
-    assert second.snapshot.get("a", "default") is first.snapshot.get("a", "default")
+    assert second.snapshot.wire("default/a") is first.snapshot.wire("default/a")
     assert sorted(second.snapshot.keys()) == ["default/a", "default/b", "default/d"]
     assert second.snapshot.resource_version == "6"
     assert sorted(first.snapshot.keys()) == ["default/a", "default/b", "default/c"]
@@ -64,7 +69,7 @@ def test_watch_events_with_an_already_seen_version_cause_nothing() -> None:
     steps = fold(reducer, Relisted([pod("a", 1)], "1"), Applied(pod("a", 1)), Applied(pod("a", 2)))
     assert shape(steps[1]) == []
     assert shape(steps[2]) == [("MODIFIED", "a", False)]
-    assert steps[2].events[0].old == pod("a", 1)
+    assert steps[2].events[0].old == pod_dict("a", 1)
 
 
 def test_delete_of_an_unknown_object_is_silent_and_of_a_known_one_carries_old() -> None:
@@ -72,7 +77,7 @@ def test_delete_of_an_unknown_object_is_silent_and_of_a_known_one_carries_old() 
     steps = fold(reducer, Relisted([pod("a", 1)], "1"), Removed(pod("x", 2)), Removed(pod("a", 3)))
     assert shape(steps[1]) == []
     assert shape(steps[2]) == [("DELETED", "a", False)]
-    assert steps[2].events[0].old == pod("a", 1)
+    assert steps[2].events[0].old == pod_dict("a", 1)
     assert len(steps[2].snapshot) == 0
 
 
@@ -91,9 +96,9 @@ def test_transform_applies_before_caching() -> None:
         return obj
 
     reducer = Reducer(transform=drop_managed_fields)
-    fat = pod("a", 1)
+    fat = pod_dict("a", 1)
     fat["metadata"]["managedFields"] = [{"manager": "kubectl"}]
-    (step,) = fold(reducer, Relisted([fat], "1"))
+    (step,) = fold(reducer, Relisted([WireObject.from_dict(fat)], "1"))
     assert "managedFields" not in step.snapshot.get("a", "default")["metadata"]  # type: ignore[index]
 
 
