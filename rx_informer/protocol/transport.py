@@ -183,8 +183,9 @@ class Transport:
         try:
             yield
         except httpx.ReadTimeout as exc:
+            quiet = self._timeouts.inactivity if verb == "watch" else self._timeouts.list_read
             raise InactivityError(
-                f"{verb} {self._resource}: no data for {self._timeouts.inactivity:.0f} s",
+                f"{verb} {self._resource}: no data for {quiet:g} s",
                 verb=verb,
                 resource=self._resource,
             ) from exc

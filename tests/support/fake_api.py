@@ -132,9 +132,10 @@ class FakeApiServer:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -196,9 +197,11 @@ class FakeApiServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.open_connections += 1
+        carry = b""
         try:
             while True:
-                request = await _read_request(reader)
+                request = await _read_request(reader, carry)
+                carry = b""
                 if request is None:
                     return
                 self.requests.append(request)
@@ -209,7 +212,8 @@ class FakeApiServer:
                 scripted = self._scripts[request.kind]
                 handler = scripted.pop(0) if scripted else self._default(request.kind)
                 out = Writer(writer)
-                if not await _until_client_leaves(handler(request, out), reader):
+                present, carry = await _until_client_leaves(handler(request, out), reader)
+                if not present:
                     return
                 if out.streaming:
                     return
@@ -273,11 +277,13 @@ class FakeApiServer:
                 self._loop.call_soon_threadsafe(queue.put_nowait, None)
 
 
-async def _until_client_leaves(answer: Awaitable[None], reader: asyncio.StreamReader) -> bool:
-    """Run a handler while watching for the client's FIN; False if the client left first.
+async def _until_client_leaves(
+    answer: Awaitable[None], reader: asyncio.StreamReader
+) -> tuple[bool, bytes]:
+    """Run a handler while watching for the client's FIN.
 
-    An HTTP/1.1 client sends nothing while it waits for an answer, so any read that returns
-    during the handler is the end of the connection.
+    Returns whether the client is still there, and the byte the watch read if the client
+    already sent its next request (it belongs to that request's first line).
     """
     handler = asyncio.ensure_future(answer)
     gone = asyncio.ensure_future(reader.read(1))
@@ -288,10 +294,11 @@ async def _until_client_leaves(answer: Awaitable[None], reader: asyncio.StreamRe
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+    early = gone.result() if gone.done() and not gone.cancelled() else b""
     if handler in done:
         handler.result()
-        return True
-    return False
+        return True, early
+    return bool(early), early
 
 
 def _key(obj: dict[str, Any]) -> str:
@@ -300,8 +307,8 @@ def _key(obj: dict[str, Any]) -> str:
     return f"{namespace}/{metadata['name']}" if namespace else metadata["name"]
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Request | None:
-    line = await reader.readline()
+async def _read_request(reader: asyncio.StreamReader, carry: bytes) -> Request | None:
+    line = carry + await reader.readline()
     if not line:
         return None
     method, target, _ = line.decode().split(" ", 2)
