@@ -72,7 +72,7 @@ async def test_list_page_request_and_decoding(
         (503, "<html>busy</html>", {}, StatusError, "503"),
     ],
 )
-async def test_list_error_responses(
+async def test_list_error_responses(  # noqa: PLR0917 - one per parametrised field
     httpx_mock: HTTPXMock, cluster: Cluster, client: httpx.AsyncClient, code: int,
     body: object, headers: dict[str, str], kind: type[Exception], text: str,
 ) -> None:
