@@ -28,6 +28,7 @@ from rx_informer.facade import EVENT, SeedInformer, StartFuture, make_informer
 from rx_informer.informer import Informer, InformerFactory
 from rx_informer.protocol.backoff import Backoff
 from rx_informer.protocol.transport import Timeouts
+from rx_informer.protocol.watcher import Statistics
 from rx_informer.store import Event, EventType, Snapshot
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "SeedInformer",
     "Snapshot",
     "StartFuture",
+    "Statistics",
     "StatusError",
     "Timeouts",
     "make_informer",

@@ -27,7 +27,7 @@ from reactivex import Observable, abc
 from reactivex import operators as ops
 
 from rx_informer.connection import Cluster, ResourceRef
-from rx_informer.protocol.watcher import WatchOptions, watch_resource
+from rx_informer.protocol.watcher import Counters, Statistics, WatchOptions, watch_resource
 from rx_informer.store.events import Event
 from rx_informer.store.reducer import Reducer, Step, Transform
 from rx_informer.store.snapshot import IndexFunction, Snapshot
@@ -51,7 +51,8 @@ class Informer:
         reducer = Reducer(transform, indexers)
         self._empty = reducer.seed().snapshot
 
-        steps = watch_resource(cluster, ref, options or WatchOptions()).pipe(
+        self._counters = Counters()
+        steps = watch_resource(cluster, ref, options or WatchOptions(), self._counters).pipe(
             ops.scan(reducer, reducer.seed())
         )
         self._shared = ReplayLatestShare(steps, Step.replay)
@@ -72,6 +73,10 @@ class Informer:
         """The latest snapshot; empty before the first sync and while nobody subscribes."""
         latest = self._shared.latest
         return latest.snapshot if latest is not None else self._empty
+
+    def statistics(self) -> Statistics:
+        """Requests made and lists completed so far, over every generation."""
+        return self._counters.snapshot()
 
     def close(self) -> None:
         """Stop now: abort the request in flight and complete every subscriber."""

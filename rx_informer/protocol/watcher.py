@@ -33,6 +33,7 @@ from rx_informer.protocol.machine import (
     Machine,
     Output,
     PageReceived,
+    Relisted,
     RequestFailed,
     Resynced,
     State,
@@ -69,18 +70,44 @@ class WatchOptions:
             raise ValueError(f"resync_period must be positive, not {self.resync_period!r}")
 
 
+@dataclass(frozen=True, slots=True)
+class Statistics:
+    """What an informer has done since it was made (all generations)."""
+
+    #: List requests (one per page), watch requests, and failed requests.
+    lists: int = 0
+    watches: int = 0
+    failures: int = 0
+    #: Completed lists: the first one of each generation and every relist after it.
+    syncs: int = 0
+
+
+class Counters:
+    """Mutable counts behind ``Statistics``; only the loop thread writes them."""
+
+    __slots__ = ("failures", "lists", "syncs", "watches")
+
+    def __init__(self) -> None:
+        self.lists = self.watches = self.failures = self.syncs = 0
+
+    def snapshot(self) -> Statistics:
+        return Statistics(self.lists, self.watches, self.failures, self.syncs)
+
+
 def watch_resource(
     cluster: Cluster,
     ref: ResourceRef,
     options: WatchOptions,
+    counters: Counters | None = None,
     loop_for: Callable[[], asyncio.AbstractEventLoop] = current_or_background_loop,
 ) -> Observable[Output]:
     """A cold Observable: each subscription runs its own list+watch cycle until disposed."""
+    counts = counters if counters is not None else Counters()
 
     def subscribe(
         observer: abc.ObserverBase[Output], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        driver = _Driver(cluster, ref, options, observer.on_next)
+        driver = _Driver(cluster, ref, options, observer.on_next, counts)
         future = asyncio.run_coroutine_threadsafe(driver.run(), loop_for())
         future.add_done_callback(lambda done: _report_crash(done, observer, ref))
         return Disposable(lambda: _cancel(future))
@@ -110,7 +137,9 @@ class _Driver:
         ref: ResourceRef,
         options: WatchOptions,
         emit: Callable[[Output], None],
+        counters: Counters,
     ) -> None:
+        self._counters = counters
         self._cluster = cluster
         self._ref = ref
         self._options = options
@@ -142,6 +171,7 @@ class _Driver:
                 return self._advance(state, failed)
 
         if isinstance(state.phase, Listing):
+            self._counters.lists += 1
             page = await self._list(client, state.phase)
             return self._advance(state, page)
         return await self._watch(client, state, state.phase)
@@ -161,6 +191,7 @@ class _Driver:
         seconds = int(random.uniform(timeouts.watch_min, timeouts.watch_max))
         log.debug("watching %s from resourceVersion %s", self._resource, phase.resource_version)
 
+        self._counters.watches += 1
         request = state.request
         stream = self._transport.watch(client, phase.resource_version, seconds)
         async with contextlib.aclosing(stream):
@@ -174,7 +205,10 @@ class _Driver:
         state, outputs = self._options.machine.step(state, received)
         for output in outputs:
             if isinstance(output, Failure):
+                self._counters.failures += 1
                 self._log_failure(output.error, state)
+            elif isinstance(output, Relisted):
+                self._counters.syncs += 1
             self._emit(output)
         return state
 

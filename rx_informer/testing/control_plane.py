@@ -721,6 +721,18 @@ class ControlPlane:
         logger.debug("compacted etcd at revision %d", revision)
         return revision
 
+    def delete_from_storage(self, api_path: str) -> None:
+        """Delete an object in etcd directly, behind kube-apiserver's back.
+
+        ``api_path`` is the object's storage path as kube-apiserver writes it, e.g.
+        ``configmaps/team-a/settings``. This is how a test changes the cluster while
+        kube-apiserver is down: no watch ever reports the deletion, only a relist finds it.
+        """
+        key = base64.b64encode(f"/registry/{api_path.strip('/')}".encode()).decode()
+        answer = self._etcd_post("/v3/kv/deleterange", {"key": key})
+        if str(answer.get("deleted", "0")) != "1":
+            raise EtcdRequestError("/v3/kv/deleterange", f"nothing at /registry/{api_path}")
+
     def _etcd_post(self, path: str, body: dict[str, object]) -> dict[str, object]:
         request = urllib.request.Request(
             self.etcd_endpoint + path, data=json.dumps(body).encode(), method="POST",

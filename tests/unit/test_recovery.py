@@ -274,7 +274,8 @@ def test_clean_end_resumes_from_the_last_version_without_relist_or_duplicate(
     server: FakeApiServer, factory: InformerFactory, recorder: Recorder
 ) -> None:
     """Case 16."""
-    factory.informer("v1", "pods").events.subscribe(recorder)
+    pods = factory.informer("v1", "pods")
+    pods.events.subscribe(recorder)
     recorder.wait_count(EventType.SYNCED)
     server.add(pod("a", 0))
     recorder.wait_count(EventType.ADDED)
@@ -285,6 +286,8 @@ def test_clean_end_resumes_from_the_last_version_without_relist_or_duplicate(
     assert server.requests_of("watch")[1].query["resourceVersion"] == "101"
     assert recorder.summary() == [("SYNCED", None), ("ADDED", "a"), ("ADDED", "b")]
     assert len(server.requests_of("list")) == 1
+    stats = pods.statistics()
+    assert (stats.lists, stats.watches, stats.syncs, stats.failures) == (1, 2, 1, 0)
 
 
 def test_429_with_retry_after_is_waited_out(
