@@ -145,3 +145,28 @@ def test_factory_wait_for_sync_keeps_informers_running_until_close(
     factory.close()
     server.wait_for(lambda: len(server.closed) > closed_before, timeout=2)
     assert len(pods.store) == 0
+
+
+def test_a_raising_subscriber_harms_neither_the_stream_nor_the_others(
+    server: FakeApiServer, factory: InformerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Case 20, on a live informer: the raiser keeps getting events, so do the others."""
+    server.add(pod("a", 0))
+    server.add(pod("b", 0))
+    pods = factory.informer("v1", "pods")
+    seen_by_raiser: list[str | None] = []
+
+    def raiser(event: object) -> None:
+        seen_by_raiser.append(getattr(event, "name", None))
+        raise RuntimeError("subscriber bug")
+
+    pods.events.subscribe(raiser)
+    good = Recorder()
+    pods.events.subscribe(good)
+    good.wait_count(EventType.SYNCED)
+    server.add(pod("c", 0))
+    good.wait_count(EventType.ADDED, 3)
+
+    assert sorted(n for n in seen_by_raiser if n) == ["a", "b", "c"]
+    assert len(seen_by_raiser) == 4  # a, b, SYNCED, c
+    assert "subscriber bug" in caplog.text
