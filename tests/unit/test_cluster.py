@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import ssl
 import stat
 from collections.abc import Iterator
@@ -177,3 +178,33 @@ def test_unknown_context_is_named(server: FakeApiServer, tmp_path: Path) -> None
     path = server.kubeconfig(str(tmp_path / "kc"))
     with pytest.raises(ConfigError, match="nowhere"):
         Cluster.from_kubeconfig(path, context="nowhere")
+
+
+def test_secrets_never_reach_logs_reprs_or_errors(
+    pki: Pki, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Token and client key, on the success path and on a TLS failure, at DEBUG level."""
+    server = tls_server(pki, require_client_cert=True)
+    (tmp_path / "other").mkdir()
+    wrong_ca = make_pki(tmp_path / "other").ca
+    token = "tok-9f8e7d6c5b4a"
+    user = (f"    token: {token}\n"
+            f"    client-certificate-data: {b64(pki.client_cert)}\n"
+            f"    client-key-data: {b64(pki.client_key)}\n")
+    key_lines = [line for line in pki.client_key.read_text().splitlines()
+                 if line and not line.startswith("-----")]
+    secrets = [token, b64(pki.client_key), *key_lines]
+
+    with caplog.at_level(logging.DEBUG):
+        for ca in (pki.ca, wrong_ca):
+            config = kubeconfig(tmp_path / "kc", f"    server: {server.url}\n"
+                                f"    certificate-authority-data: {b64(ca)}\n", user)
+            cluster = Cluster.from_kubeconfig(config)
+            events = sync_once(cluster).items
+            texts = [caplog.text, repr(cluster), *(repr(e) for e in events),
+                     *(str(e.error) for e in events if e.error)]
+            for secret in secrets:
+                assert all(secret not in text for text in texts)
+            cluster.close()
+    assert "certificate" in caplog.text  # the failure was logged, just not the secrets
+    server.stop()
