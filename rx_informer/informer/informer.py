@@ -55,7 +55,7 @@ class Informer:
         steps = watch_resource(cluster, ref, options or WatchOptions(), self._counters).pipe(
             ops.scan(reducer, reducer.seed())
         )
-        self._shared = ReplayLatestShare(steps, Step.replay)
+        self._shared = ReplayLatestShare(steps, Step.replay, retain=Step.without_events)
 
         #: Every change, sync and failure, as ``Event``.
         self.events: Observable[Event] = self._shared.pipe(_each_event)
@@ -111,6 +111,7 @@ def _each_event(steps: Observable[Step]) -> Observable[Event]:
         def on_next(step: Step) -> None:
             for event in step.events:
                 _guarded(observer.on_next, event)
+                event.release()
 
         return steps.subscribe(
             on_next, observer.on_error, observer.on_completed, scheduler=scheduler

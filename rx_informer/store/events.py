@@ -31,9 +31,9 @@ class Event:
     - SYNCED: ``snapshot`` is the cache right after a complete list.
     - ERROR: ``error`` is an ``InformerError``.
 
-    ``object`` and ``old`` are decoded from the wire bytes on first access and then kept for
-    the life of the event; ``name``, ``namespace``, ``key`` and ``resource_version`` cost
-    nothing.
+    ``object`` and ``old`` are decoded from the wire bytes on first access and kept while the
+    subscriber handles the event; after it returns, the informer drops the decoded dicts (see
+    ``release``). ``name``, ``namespace``, ``key`` and ``resource_version`` cost nothing.
     """
 
     __slots__ = (
@@ -78,6 +78,17 @@ class Event:
         if self._old_decoded is None:
             self._old_decoded = self._old.decode()
         return self._old_decoded
+
+    def release(self) -> None:
+        """Forget the decoded dicts; the next access decodes again.
+
+        Called after each delivery, so that a relist of 50,000 objects does not keep 50,000
+        decoded dicts alive until its last event has reached its last subscriber. A subscriber
+        that keeps ``event.object`` keeps its own reference and loses nothing.
+        """
+        if self._wire is not None:
+            self._decoded = None
+            self._old_decoded = None
 
     @property
     def wire(self) -> WireObject | None:

@@ -46,6 +46,10 @@ class Step:
         """Whether this step completed a (re)list."""
         return bool(self.events) and self.events[-1].type is EventType.SYNCED
 
+    def without_events(self) -> Step:
+        """The step as the informer keeps it between changes: the snapshot alone."""
+        return Step(self.snapshot)
+
     def replay(self) -> Step:
         snapshot = self.snapshot
         added = [Event(EventType.ADDED, wire) for wire in snapshot.wires()]

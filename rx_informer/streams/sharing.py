@@ -32,10 +32,18 @@ T = TypeVar("T")
 class ReplayLatestShare(Observable[T], Generic[T]):
     """Hot, ref-counted view of ``source``; late observers first get ``replay(latest)``."""
 
-    def __init__(self, source: Observable[T], replay: Callable[[T], T]) -> None:
+    def __init__(
+        self,
+        source: Observable[T],
+        replay: Callable[[T], T],
+        retain: Callable[[T], T] = lambda value: value,
+    ) -> None:
         super().__init__()
         self._source = source
         self._replay = replay
+        #: What of the latest value to keep for ``replay`` and ``latest``: an informer keeps
+        #: the snapshot and lets the events it carried go.
+        self._retain = retain
         self._lock = threading.RLock()
         #: Observers of the current generation (replaced, never mutated, so delivery can
         #: iterate without copying).
@@ -71,7 +79,9 @@ class ReplayLatestShare(Observable[T], Generic[T]):
             with self._lock:
                 if generation != self._generation:
                     return
-                self._latest = (value,)
+                # Before delivery: an observer that subscribes from inside a callback is not in
+                # the tuple being delivered to, so its replay must already include this value.
+                self._latest = (self._retain(value),)
                 for observer in self._observers:
                     _deliver(observer, value)
 

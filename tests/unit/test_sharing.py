@@ -176,3 +176,25 @@ def test_no_concurrent_calls_and_nothing_after_dispose_under_racing_threads() ->
     assert keeper.concurrent == 1
     assert late_calls == []
     assert source.subscribed == 1
+
+
+def test_subscribing_from_inside_a_callback_misses_nothing_and_gets_no_duplicate() -> None:
+    source, shared = make()
+    late = Recorder()
+
+    def first(value: int) -> None:
+        if value == 1:
+            shared.subscribe(late)
+
+    shared.subscribe(first)
+    source.subject.on_next(1)
+    source.subject.on_next(2)
+    assert late.items == [100, 2]
+
+
+def test_only_the_retained_part_of_the_latest_value_is_kept() -> None:
+    source = CountingSource()
+    shared = ReplayLatestShare(source.observable(), lambda v: v, retain=lambda v: v % 10)
+    shared.subscribe(Recorder())
+    source.subject.on_next(1234)
+    assert shared.latest == 4
