@@ -20,7 +20,12 @@ A blackholed connection swallows whatever either side sends, so its byte stream 
 for good (a TLS record went missing): ``blackhole(False)`` only affects new connections, and
 the old ones stay silent until the client closes them or :meth:`FaultProxy.reset` aborts
 them. When the server ends a blackholed connection, the client is not told, exactly as with a
-dead network path: only its own timeout can save it.
+dead network path: only its own timeout can save it. When the client closes one, the proxy
+resets its connection to the server, so that no request lingers there.
+
+Over TLS, Python's ``ssl`` module reports a reset in the middle of a response as an EOF
+without ``close_notify``: httpx then raises ``RemoteProtocolError`` (an unfinished body), or
+``ConnectError`` while the handshake is still under way, rather than ``ReadError``.
 
 Why not close the listening socket for ``refuse()``, which would give the client a genuine
 ``ECONNREFUSED``? Another process could take the port before it is bound again. A reset right
@@ -61,6 +66,10 @@ _TRICKLE_DELAY = 0.001
 # How long start() and stop() may take on the loop thread: binding a loopback port and
 # aborting sockets take milliseconds; 10 s only bounds a loop that hangs.
 _CONTROL_TIMEOUT = 10.0
+
+# wait_for()'s default deadline: loopback events take milliseconds, and a test waiting on a
+# condition that never comes should fail within seconds, not minutes.
+_WAIT_TIMEOUT = 10.0
 
 # SO_LINGER on with a zero timeout: close() then sends RST and drops unsent data.
 _LINGER_ZERO = struct.pack("ii", 1, 0)
@@ -354,7 +363,7 @@ class FaultProxy:
         with self._changed:
             return self._bytes_up
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = _WAIT_TIMEOUT) -> None:
         """Wait until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` s.
 
         The predicate is checked at once and again whenever a counter changes, so it should
