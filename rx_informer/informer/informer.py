@@ -21,7 +21,7 @@ The contract, for every subscriber of one informer:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 from reactivex import Observable, abc
 from reactivex import operators as ops
@@ -109,8 +109,12 @@ def _each_event(steps: Observable[Step]) -> Observable[Event]:
         observer: abc.ObserverBase[Event], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
         def on_next(step: Step) -> None:
+            deliver = observer.on_next
             for event in step.events:
-                _guarded(observer.on_next, event)
+                try:
+                    deliver(event)
+                except Exception:
+                    log.exception("a subscriber raised on %r; it stays subscribed", event)
                 event.release()
 
         return steps.subscribe(
@@ -118,10 +122,3 @@ def _each_event(steps: Observable[Step]) -> Observable[Event]:
         )
 
     return Observable(subscribe)
-
-
-def _guarded(call: Callable[[Event], None], event: Event) -> None:
-    try:
-        call(event)
-    except Exception:
-        log.exception("a subscriber raised on %r; it stays subscribed", event)

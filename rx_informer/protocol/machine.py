@@ -101,6 +101,8 @@ class EventReceived:
     type: str
     object: WireObject | None
     status: dict[str, Any] | None = None
+    #: The object already decoded, when the transport had to parse it anyway.
+    decoded: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +139,7 @@ class Applied:
     """An object was created or changed."""
 
     object: WireObject
+    decoded: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,7 @@ class Removed:
     """An object was deleted; this is its last state."""
 
     object: WireObject
+    decoded: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +219,9 @@ class Machine:
         if event.type == "BOOKMARK":
             return moved, [Progressed(obj.resource_version)]
         if event.type in ("ADDED", "MODIFIED"):
-            return moved, [Applied(obj)]
+            return moved, [Applied(obj, event.decoded)]
         if event.type == "DELETED":
-            return moved, [Removed(obj)]
+            return moved, [Removed(obj, event.decoded)]
         error = MalformedError(f"unknown watch event type {event.type!r}: relisting")
         return self._failed(state, error, None)
 

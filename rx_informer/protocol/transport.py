@@ -149,12 +149,12 @@ class Transport:
 
     def _event(self, line: bytes) -> Input:
         try:
-            event_type, obj, status = decode_event(line)
+            event_type, obj, status, decoded = decode_event(line)
         except DecodeError as exc:
             preview = line[:80].decode("utf-8", "replace")
             error = MalformedError(f"watch {self._resource}: bad line {preview!r}: {exc}")
             return _failed_now(error)
-        return EventReceived(event_type, obj, status)
+        return EventReceived(event_type, obj, status, decoded)
 
     def _failed(self, response: httpx.Response, verb: str, body: bytes) -> Input:
         """An error response: its Status if it sent one, else the bare HTTP status."""

@@ -34,11 +34,6 @@ class _Skimmed(msgspec.Struct):
     metadata: _Metadata | None = None
 
 
-class _Event(msgspec.Struct):
-    type: str
-    object: _Skimmed
-
-
 class _ListMetadata(msgspec.Struct):
     resourceVersion: str = ""  # noqa: N815
     # "continue" is a Python keyword: renamed in the schema, kept on the wire.
@@ -51,10 +46,11 @@ class _Page(msgspec.Struct):
 
 
 _skim = msgspec.json.Decoder(_Skimmed)
-_event = msgspec.json.Decoder(_Event)
 _page = msgspec.json.Decoder(_Page)
 
-DecodeError = (msgspec.DecodeError, msgspec.ValidationError, orjson.JSONDecodeError)
+DecodeError = (
+    msgspec.DecodeError, msgspec.ValidationError, orjson.JSONDecodeError, ValueError
+)
 
 
 class WireObject:
@@ -106,29 +102,44 @@ _EVENT_PREFIX = b'{"type":"'
 _OBJECT_FIELD = b'","object":'
 
 
-def decode_event(line: bytes) -> tuple[str, WireObject | None, Object | None]:
-    """Decode one watch line into its type and either an object or (ERROR) a Status dict.
+class MalformedLineError(ValueError):
+    """A watch line that is valid JSON but not a watch event."""
 
-    BOOKMARK objects carry only a resourceVersion; they come back with an empty name.
-    Raises ``DecodeError`` for anything that is not a watch event.
+
+def decode_event(line: bytes) -> tuple[str, WireObject | None, Object | None, Object | None]:
+    """Decode one watch line: its type, the object's wire form and, decoded, the object.
+
+    Unlike list pages, a watch event is decoded in full at once: it is delivered right away
+    and nearly every subscriber reads its object, so one full parse now is cheaper than a
+    skim now and a parse on first access. The dict is released after delivery.
+    For ERROR events the third item is the ``Status`` and there is no object.
+    BOOKMARK objects carry only a resourceVersion; their name is empty.
+    Raises one of ``DecodeError`` for anything that is not a watch event.
     """
-    event = _event.decode(line)
-    if event.type == "ERROR":
-        status: Object = orjson.loads(line)["object"]
-        return event.type, None, status
+    event = orjson.loads(line)
+    try:
+        event_type, obj = event["type"], event["object"]
+        if event_type == "ERROR":
+            return event_type, None, obj, None
+        metadata = obj["metadata"]
+        version = metadata["resourceVersion"]
+        name = metadata.get("name") or ""
+        namespace = metadata.get("namespace") or ""
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise MalformedLineError(f"not a watch event: no {exc}") from None
 
-    metadata = event.object.metadata
-    if metadata is None or not metadata.resourceVersion:
-        raise msgspec.ValidationError(f"{event.type} event without metadata.resourceVersion")
-    if not metadata.name and event.type != "BOOKMARK":
-        raise msgspec.ValidationError(f"{event.type} event without metadata.name")
+    if type(event_type) is not str or type(obj) is not dict:
+        raise MalformedLineError("a watch event needs a string type and an object")
+    if type(version) is not str or not version:
+        raise MalformedLineError(f"{event_type} event without metadata.resourceVersion")
+    if type(name) is not str or (not name and event_type != "BOOKMARK"):
+        raise MalformedLineError(f"{event_type} event without metadata.name")
 
-    raw = _object_bytes(line, event.type)
-    return event.type, WireObject(raw, metadata.name, metadata.namespace,
-                                  metadata.resourceVersion), None
+    raw = _object_bytes(line, event_type, obj)
+    return event_type, WireObject(raw, name, str(namespace), version), None, obj
 
 
-def _object_bytes(line: bytes, event_type: str) -> bytes:
+def _object_bytes(line: bytes, event_type: str, obj: Object) -> bytes:
     """The object's bytes within the line, without a second parse where the layout allows.
 
     The API server writes ``{"type":"...","object":{...}}`` in that order; anything else (a
@@ -142,7 +153,7 @@ def _object_bytes(line: bytes, event_type: str) -> bytes:
         and body.endswith(b"}")
     ):
         return body[start:-1]
-    return orjson.dumps(orjson.loads(line)["object"])
+    return orjson.dumps(obj)
 
 
 def decode_page(body: bytes) -> tuple[list[WireObject], str, str]:

@@ -75,12 +75,12 @@ class Reducer:
     def __call__(self, step: Step, output: Output) -> Step:
         snapshot = step.snapshot
         if isinstance(output, Applied):
-            wire, decoded = self._prepared(output.object)
+            wire, decoded = self._prepared(output.object, output.decoded)
             return _applied(snapshot, wire, decoded)
         if isinstance(output, Removed):
-            return _removed(snapshot, self._prepared(output.object)[0])
+            return _removed(snapshot, *self._prepared(output.object, output.decoded))
         if isinstance(output, Relisted):
-            listed = [self._prepared(wire)[0] for wire in output.objects]
+            listed = [self._prepared(wire, None)[0] for wire in output.objects]
             return _relisted(snapshot, listed, output.resource_version)
         if isinstance(output, Progressed):
             return Step(snapshot.at_version(output.resource_version))
@@ -90,12 +90,14 @@ class Reducer:
             return _resynced(snapshot)
         raise AssertionError(f"unknown output {output!r}")
 
-    def _prepared(self, wire: WireObject) -> tuple[WireObject, Object | None]:
+    def _prepared(
+        self, wire: WireObject, decoded: Object | None
+    ) -> tuple[WireObject, Object | None]:
         """Apply the transform, if any; return the object to cache and its dict if known."""
         if self._transform is None:
-            return wire, None
-        decoded = self._transform(wire.decode())
-        return WireObject.from_dict(decoded), decoded
+            return wire, decoded
+        transformed = self._transform(decoded if decoded is not None else wire.decode())
+        return WireObject.from_dict(transformed), transformed
 
 
 def _applied(snapshot: Snapshot, wire: WireObject, decoded: Object | None) -> Step:
@@ -108,13 +110,13 @@ def _applied(snapshot: Snapshot, wire: WireObject, decoded: Object | None) -> St
     return Step(snapshot.with_object(wire, old, decoded), (event,), changed=True)
 
 
-def _removed(snapshot: Snapshot, wire: WireObject) -> Step:
+def _removed(snapshot: Snapshot, wire: WireObject, decoded: Object | None) -> Step:
     old = snapshot.wire(wire.key)
 
     # Never announced, so nothing to retract: a subscriber replaying events stays consistent.
     if old is None:
         return Step(snapshot.at_version(wire.resource_version))
-    deleted = Event(EventType.DELETED, wire, old)
+    deleted = Event(EventType.DELETED, wire, old, decoded=decoded)
     return Step(snapshot.without_object(old, wire.resource_version), (deleted,), changed=True)
 
 

@@ -36,7 +36,6 @@ client treats both as a failed connection attempt.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import enum
 import itertools
@@ -44,10 +43,12 @@ import logging
 import socket
 import struct
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
+
+from rx_informer.testing.loop_thread import LoopThread
 
 __all__ = ["FaultProxy"]
 
@@ -62,10 +63,6 @@ _CHUNK = 64 * 1024
 # The pause after each byte while trickling: 1 ms makes a 500-byte watch event take about half
 # a second, long enough for the client to read it in many pieces, short enough for a test.
 _TRICKLE_DELAY = 0.001
-
-# How long start() and stop() may take on the loop thread: binding a loopback port and
-# aborting sockets take milliseconds; 10 s only bounds a loop that hangs.
-_CONTROL_TIMEOUT = 10.0
 
 # wait_for()'s default deadline: loopback events take milliseconds, and a test waiting on a
 # condition that never comes should fail within seconds, not minutes.
@@ -82,48 +79,6 @@ class _Direction(enum.Enum):
 
 class _CutReachedError(Exception):
     """The connection forwarded the bytes ``cut_after`` allowed it."""
-
-
-class _LoopThread:
-    """An asyncio loop running forever in a daemon thread; other threads hand it work."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def run(self, coroutine: Coroutine[Any, Any, _T], timeout: float = _CONTROL_TIMEOUT) -> _T:
-        """Run ``coroutine`` on the loop and wait for its result from the calling thread."""
-        future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
-        return future.result(timeout)
-
-    def call(self, function: Callable[[], _T], timeout: float = _CONTROL_TIMEOUT) -> _T:
-        """Run ``function`` on the loop's thread, so it never races the loop's own work."""
-        if threading.current_thread() is self._thread:
-            return function()
-
-        result: concurrent.futures.Future[_T] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                result.set_result(function())
-            except BaseException as error:
-                result.set_exception(error)
-
-        self.loop.call_soon_threadsafe(run)
-        return result.result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(_CONTROL_TIMEOUT)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
 
 
 def _reset(writer: asyncio.StreamWriter) -> None:
@@ -172,7 +127,7 @@ class FaultProxy:
         self.target_port = target_port
         self.listen_host = listen_host
 
-        self._loop_thread: _LoopThread | None = None
+        self._loop_thread: LoopThread | None = None
         self._server: asyncio.Server | None = None
         self._numbers = itertools.count(1)
         # Touched only on the loop's thread.
@@ -207,7 +162,7 @@ class FaultProxy:
         if self._server is not None:
             return self
 
-        loop_thread = _LoopThread(f"fault-proxy-{self.target_host}:{self.target_port}")
+        loop_thread = LoopThread(f"fault-proxy-{self.target_host}:{self.target_port}")
         loop_thread.start()
         self._server = loop_thread.run(
             asyncio.start_server(self._serve, self.listen_host, 0, limit=_CHUNK))

@@ -33,7 +33,7 @@ from typing import Protocol
 import httpx
 
 # The loop thread is shared with the fault proxy, where it was written first.
-from rx_informer.testing.fault_proxy import _LoopThread
+from rx_informer.testing.loop_thread import LoopThread
 
 __all__ = ["HttpShim", "RequestMatcher", "ShimRequest", "Upstream"]
 
@@ -54,11 +54,15 @@ _MAX_HEAD = 64 * 1024
 # ends every request itself (--min-request-timeout).
 _UPSTREAM_TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=10.0, pool=None)
 
+# wait_for()'s default deadline: loopback events take milliseconds, and a test waiting on a
+# condition that never comes should fail within seconds, not minutes.
+_WAIT_TIMEOUT = 10.0
+
 # Headers that describe one hop, not the message (RFC 9110, section 7.6.1), plus the framing
-# and Host headers that each hop sets for itself.
+# and Host headers that each hop sets for itself, and Expect, which the shim answers itself.
 _HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length",
+    "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "expect",
 })
 
 # The reasons the apiserver puts into a Status for these codes (metav1.StatusReason).
@@ -192,7 +196,7 @@ class HttpShim:
         self.upstream = upstream
         self.listen_host = listen_host
 
-        self._loop_thread: _LoopThread | None = None
+        self._loop_thread: LoopThread | None = None
         self._server: asyncio.Server | None = None
         self._client: httpx.AsyncClient | None = None
         # Touched only on the loop's thread.
@@ -217,7 +221,7 @@ class HttpShim:
         if self._server is not None:
             return self
 
-        loop_thread = _LoopThread(f"http-shim-{self.upstream.server}")
+        loop_thread = LoopThread(f"http-shim-{self.upstream.server}")
         loop_thread.start()
         self._server = loop_thread.run(self._start())
         self._loop_thread = loop_thread
@@ -285,7 +289,7 @@ class HttpShim:
         with self._changed:
             return list(self._requests)
 
-    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = _WAIT_TIMEOUT) -> None:
         """Wait until ``predicate()`` is true; raise ``TimeoutError`` after ``timeout`` s.
 
         The predicate is checked at once and again after every recorded request.
@@ -359,7 +363,7 @@ class HttpShim:
             return False
         head = _parse_head(raw_head)
         arrived = time.monotonic()
-        body = await _read_body(inbound, head)
+        body = await _read_body(inbound, head, writer)
 
         failure = self._take_failure(head)
         if failure is not None:
@@ -379,7 +383,8 @@ class HttpShim:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as error:
-            logger.warning("http shim: %s %s failed upstream: %r", head.method, head.path, error)
+            # Often on purpose (a test stopped the apiserver): not worth a warning.
+            logger.info("http shim: %s %s failed upstream: %r", head.method, head.path, error)
             self._record(head, arrived, 502, injected=False)
             await _answer(writer, 502, {}, _status_body(502, f"upstream failed: {error!r}"), head)
             return head.keep_alive
@@ -394,39 +399,26 @@ class HttpShim:
 
     async def _relay_response(self, response: httpx.Response, head: _RequestHead,
                               inbound: _Inbound, writer: asyncio.StreamWriter) -> bool:
-        has_body = (head.method != "HEAD" and response.status_code >= 200
-                    and response.status_code not in (204, 304))
-        length = response.headers.get("content-length")
-        chunked = has_body and length is None
+        # httpx hands over no 1xx answer, so only these come without a body.
+        has_body = head.method != "HEAD" and response.status_code not in (204, 304)
         headers = _end_to_end(response.headers.multi_items())
+        length = response.headers.get("content-length")
         if length is not None:
             # Raw bytes are relayed, so the upstream's length (compressed, if so) still holds.
             headers.append(("Content-Length", length))
-        if chunked:
+        elif has_body:
             headers.append(("Transfer-Encoding", "chunked"))
+
         writer.write(_response_head(response.status_code, headers, close=not head.keep_alive))
         await writer.drain()
-
         if not has_body:
             return head.keep_alive
 
-        copy = asyncio.create_task(_copy_body(response, writer, chunked))
-        client_gone = asyncio.create_task(inbound.wait_closed())
-        done, _ = await asyncio.wait({copy, client_gone}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (copy, client_gone):
-            task.cancel()
-        await asyncio.gather(copy, client_gone, return_exceptions=True)
-
-        if copy not in done or copy.cancelled():
-            logger.debug("http shim: client left during %s %s", head.method, head.path)
-            return False
-        if copy.exception() is not None:
-            # The apiserver broke the response off; only an unfinished body can tell the client.
-            logger.debug("http shim: upstream broke off %s %s: %r", head.method, head.path,
-                         copy.exception())
-            writer.transport.abort()
-            return False
-        return head.keep_alive
+        finished = await _relay_body(response, inbound, writer, chunked=length is None)
+        if not finished:
+            logger.debug("http shim: %s %s ended before its response did", head.method,
+                         head.path)
+        return finished and head.keep_alive
 
     def _take_failure(self, head: _RequestHead) -> _Failure | None:
         with self._changed:
@@ -469,7 +461,12 @@ def _parse_head(raw: bytes) -> _RequestHead:
     return _RequestHead(method, target, version, headers)
 
 
-async def _read_body(inbound: _Inbound, head: _RequestHead) -> bytes:
+async def _read_body(inbound: _Inbound, head: _RequestHead,
+                     writer: asyncio.StreamWriter) -> bytes:
+    if (head.header("expect") or "").lower() == "100-continue":
+        # curl asks before sending a large body; without this it waits a second first.
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
     if "chunked" in (head.header("transfer-encoding") or "").lower():
         return await _read_chunked(inbound)
 
@@ -529,6 +526,26 @@ async def _answer(writer: asyncio.StreamWriter, status: int, headers: Mapping[st
     if head.method != "HEAD":
         writer.write(body)
     await writer.drain()
+
+
+async def _relay_body(response: httpx.Response, inbound: _Inbound,
+                      writer: asyncio.StreamWriter, *, chunked: bool) -> bool:
+    """Relay the body until it ends (True) or until the client leaves or the apiserver breaks
+    it off (False); either way the caller closes the upstream response."""
+    copy = asyncio.create_task(_copy_body(response, writer, chunked))
+    client_gone = asyncio.create_task(inbound.wait_closed())
+    done, _ = await asyncio.wait({copy, client_gone}, return_when=asyncio.FIRST_COMPLETED)
+    for task in (copy, client_gone):
+        task.cancel()
+    await asyncio.gather(copy, client_gone, return_exceptions=True)
+
+    if copy not in done or copy.cancelled():
+        return False
+    if copy.exception() is not None:
+        # Only an unfinished body can tell the client that the apiserver broke off.
+        writer.transport.abort()
+        return False
+    return True
 
 
 async def _copy_body(response: httpx.Response, writer: asyncio.StreamWriter,

@@ -144,7 +144,7 @@ def test_object_bytes_are_the_slice_of_the_line_or_reserialised() -> None:
     canonical = json.dumps({"type": "ADDED", "object": obj}, separators=(",", ":")).encode()
     reordered = json.dumps({"object": obj, "type": "ADDED"}).encode()
     for line in (canonical, reordered, canonical + b"  \r"):
-        _, wire, _ = decode_event(line)
+        _, wire, _, _ = decode_event(line)
         assert wire is not None and json.loads(wire.raw) == obj
         assert (wire.key, wire.resource_version) == ("default/a", "7")
 
