@@ -7,6 +7,7 @@ equals a fresh list and the events, replayed from empty, reproduce it.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import random
@@ -34,6 +35,7 @@ from rx_informer import (
 )
 from rx_informer.testing.control_plane import ControlPlane, StaticToken
 from rx_informer.testing.fault_proxy import FaultProxy
+from rx_informer.testing.http_shim import HttpShim
 from rx_informer.testing.invariant import InvariantChecker
 from rx_informer.testing.soak import write_kubeconfig_through
 from tests.conftest import Recorder
@@ -401,3 +403,58 @@ def test_randomised_fault_schedule(rig: Rig) -> None:
         except AssertionError as failure:
             raise AssertionError(f"seed {seed}, round {round_number}, {fault}: {failure}") from None
     assert len(informer.store) == len(alive)
+
+
+@pytest.fixture
+def shimmed(control_plane: ControlPlane, tmp_path: Path) -> Iterator[tuple[HttpShim, Cluster]]:
+    with HttpShim(control_plane) as shim:
+        cluster = Cluster.from_kubeconfig(str(shim.write_kubeconfig(tmp_path / "kc")))
+        yield shim, cluster
+        cluster.close()
+
+
+def _is_watch(method: str, path: str, query: dict[str, str]) -> bool:
+    return query.get("watch") == "true"
+
+
+def _is_list(method: str, path: str, query: dict[str, str]) -> bool:
+    return method == "GET" and query.get("watch") != "true"
+
+
+def test_429_with_retry_after_then_500_503_and_410_bursts(
+    shimmed: tuple[HttpShim, Cluster], control_plane: ControlPlane
+) -> None:
+    """Case 17 and 18 against a real server, the statuses injected in front of it."""
+    shim, cluster = shimmed
+    namespace = f"s-{uuid.uuid4().hex[:10]}"
+    path = f"/api/v1/namespaces/{namespace}/configmaps"
+    with httpx.Client(base_url=control_plane.server, verify=control_plane.ssl_context()) as api:
+        api.post("/api/v1/namespaces", json={"metadata": {"name": namespace}}).raise_for_status()
+        api.post(path, json={"metadata": {"name": "a"}}).raise_for_status()
+
+        shim.fail_next(3, 429, headers={"Retry-After": "1"}, match=_is_list)
+        # Watches of one second, so that the injected failures below meet new requests soon.
+        factory = InformerFactory(cluster, backoff=QUICK,
+                                  timeouts=Timeouts(watch_min=1, watch_max=1))
+        informer = factory.informer("v1", "configmaps", namespace)
+        checker = InvariantChecker(informer, cluster).start()
+        recorder = Recorder()
+        informer.events.subscribe(recorder)
+        recorder.wait_count(EventType.SYNCED, timeout=DEADLINE)
+
+        lists = [r for r in shim.requests if _is_list(r.method, r.path, r.query)]
+        assert [r.status for r in lists] == [429, 429, 429, 200]
+        assert all(b.time - a.time >= 0.95 for a, b in itertools.pairwise(lists))
+
+        shim.fail_next(3, 500, match=_is_watch)
+        shim.fail_next(3, 503, match=_is_watch)
+        shim.fail_next(1, 410, match=_is_watch)
+        api.post(path, json={"metadata": {"name": "b"}}).raise_for_status()
+        recorder.wait_count(EventType.SYNCED, 2, timeout=DEADLINE)
+        api.post(path, json={"metadata": {"name": "c"}}).raise_for_status()
+        checker.wait_converged(CONVERGE)
+
+    statuses = [r.status for r in shim.requests]
+    assert (statuses.count(500), statuses.count(503), statuses.count(410)) == (3, 3, 1)
+    assert len([e for e in recorder.items if e.type is EventType.ERROR]) >= 10
+    factory.close()
