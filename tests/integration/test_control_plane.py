@@ -12,13 +12,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
 from rx_informer.testing.binaries import Binaries
 from rx_informer.testing.control_plane import ControlPlane, ProcessStartupError, StaticToken
+from tests.support.kube import configmap, unique_name, watch_events
 
 pytestmark = pytest.mark.integration
 
@@ -77,23 +77,7 @@ def tuned_api(tuned_plane: ControlPlane, tmp_path: Path) -> Iterator[httpx.Clien
         yield client
 
 
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
-
-def configmap(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-
-
-def watch_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """Decode a watch stream, splitting on b"\\n" only (a JSON string may hold U+2028)."""
-    buffer = b""
-    for chunk in response.iter_bytes():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:

@@ -7,7 +7,6 @@ import json
 import socket
 import time
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from rx_informer.testing.control_plane import ControlPlane
 from rx_informer.testing.fault_proxy import FaultProxy
 from rx_informer.testing.http_shim import HttpShim
+from tests.support.kube import configmap, unique_name, watch_events
 
 pytestmark = pytest.mark.integration
 
@@ -39,23 +39,7 @@ PODTEMPLATES = "/api/v1/namespaces/default/podtemplates"
 UNCOMPRESSED = {"Accept-Encoding": "identity"}
 
 
-def unique_name(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
-
-def configmap(name: str, **data: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
-
-
-def watch_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
-    """Decode a watch stream line by line, however the bytes were split on the way."""
-    buffer = b""
-    for chunk in response.iter_bytes():
-        buffer += chunk
-        *lines, buffer = buffer.split(b"\n")
-        for line in lines:
-            if line.strip():
-                yield json.loads(line)
 
 
 @contextlib.contextmanager
