@@ -128,8 +128,8 @@ def _scripted_changes(kubeconfig: str, seen: _Seen) -> None:
     """Create, update and delete pods, each time waiting for the informer to report it."""
     from kubernetes import client, config  # noqa: PLC0415
 
-    api_client = config.new_client_from_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-    api = client.CoreV1Api(api_client)
+    load: Any = config.new_client_from_config
+    api = client.CoreV1Api(load(config_file=kubeconfig))
     api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name="demo")))
     seen.wait_for(EventType.SYNCED, "")
 

@@ -136,7 +136,8 @@ def test_list_fn_with_a_kubernetes_model_replaces_the_paged_list(
 
     informer = make_informer(cluster, "/api/v1/namespaces/ns/pods", list_fn=list_fn)
     informer.start().result(timeout=5)
-    assert informer.cache.get("m", "ns")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+    cached = informer.cache.get("m", "ns")
+    assert cached is not None and cached["metadata"]["resourceVersion"] == "7"
     server.wait_for(lambda: len(server.requests_of("watch")) == 1)
     assert server.requests_of("list") == [] and calls == [1]
     assert server.requests_of("watch")[0].path == "/api/v1/namespaces/ns/pods"

@@ -85,9 +85,8 @@ def test_watch_events_advance_the_version_and_become_store_outputs() -> None:
         received("MODIFIED", pod_dict("a", 12)),
         received("DELETED", pod_dict("a", 13)),
     )
-    assert [(type(o).__name__, o.object.resource_version) for o in outputs] == [  # type: ignore[attr-defined]
-        ("Applied", "11"), ("Applied", "12"), ("Removed", "13")
-    ]
+    versions = [(type(o).__name__, o.object.resource_version) for o in outputs]  # type: ignore[attr-defined]
+    assert versions == [("Applied", "11"), ("Applied", "12"), ("Removed", "13")]
     assert state.phase == Watching("13")
 
 

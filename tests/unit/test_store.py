@@ -99,7 +99,8 @@ def test_transform_applies_before_caching() -> None:
     fat = pod_dict("a", 1)
     fat["metadata"]["managedFields"] = [{"manager": "kubectl"}]
     (step,) = fold(reducer, Relisted([WireObject.from_dict(fat)], "1"))
-    assert "managedFields" not in step.snapshot.get("a", "default")["metadata"]  # type: ignore[index]
+    cached = step.snapshot.get("a", "default")
+    assert cached is not None and "managedFields" not in cached["metadata"]
 
 
 def test_indexes_follow_changes() -> None:
