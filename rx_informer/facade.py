@@ -79,6 +79,10 @@ class SeedInformer:
         self._sync_handlers: list[Callable[[list[Object]], None]] = []
         self._subscription: abc.DisposableBase | None = None
         self._started = StartFuture()
+        #: Counts stop() calls: a callback of a stopped run that calls start() must not
+        #: bring the informer back (stop() may race a handler that restarts on errors).
+        self._run = 0
+        self._dispatching = threading.local()
         self.cache = Cache(informer)
 
     @property
@@ -101,10 +105,16 @@ class SeedInformer:
     def start(self) -> StartFuture:
         """Start listing and watching; a second call while running returns the same future."""
         with self._lock:
+            called_from = getattr(self._dispatching, "run", None)
+            if called_from is not None and called_from != self._run:
+                return self._started
             if self._subscription is None:
                 if self._started.done():
                     self._started = StartFuture()
-                self._subscription = self._informer.events.subscribe(self._dispatch)
+                run = self._run
+                self._subscription = self._informer.events.subscribe(
+                    lambda event: self._dispatch(event, run)
+                )
             return self._started
 
     def stop(self) -> None:
@@ -112,11 +122,19 @@ class SeedInformer:
         with self._lock:
             subscription, self._subscription = self._subscription, None
             started = self._started
+            self._run += 1
         if subscription is not None:
             subscription.dispose()
         started.cancel()
 
-    def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: Event, run: int) -> None:
+        self._dispatching.run = run
+        try:
+            self._handle(event)
+        finally:
+            self._dispatching.run = None
+
+    def _handle(self, event: Event) -> None:
         if event.type is EventType.SYNCED:
             objects = list(event.snapshot) if event.snapshot is not None else []
             for sync_handler in list(self._sync_handlers):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from rx_informer import Backoff, Cluster, Event, EventType, InformerFactory, Timeouts
+from rx_informer.streams.loop import background_loop
 from tests.support.fake_api import FakeApiServer
 
 # Short enough that recovery happens within a test's deadline, long enough to tell apart
@@ -88,3 +90,23 @@ def _summarise(event: Event) -> tuple[str, str | None]:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder()
+
+
+@pytest.fixture(autouse=True)
+def no_informer_outlives_its_test() -> Iterator[None]:
+    """Every test must stop what it started: a leftover informer would keep retrying against
+    servers of later tests (and would be a leak in a user's program)."""
+    yield
+    loop = background_loop()
+
+    def running() -> int:
+        return asyncio.run_coroutine_threadsafe(_count_tasks(), loop).result(5)
+
+    deadline = time.monotonic() + 5.0
+    while (left := running()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert left == 0, f"{left} informer task(s) still running after the test"
+
+
+async def _count_tasks() -> int:
+    return len([t for t in asyncio.all_tasks() if t is not asyncio.current_task()])

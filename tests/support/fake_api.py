@@ -48,6 +48,7 @@ class Writer:
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self._writer = writer
         self.streaming = False
+        self.ended = False
 
     async def json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -75,6 +76,7 @@ class Writer:
     async def end_stream(self) -> None:
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()
+        self.ended = True
 
     async def hold(self) -> None:
         """Keep the connection open and silent until the client goes away."""
@@ -215,7 +217,9 @@ class FakeApiServer:
                 present, carry = await _until_client_leaves(handler(request, out), reader)
                 if not present:
                     return
-                if out.streaming:
+                # Like the API server, keep the connection for the next request after a
+                # stream that ended cleanly; a stream that did not end leaves it unusable.
+                if out.streaming and not out.ended:
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError,
                 ssl.SSLError):

@@ -162,3 +162,32 @@ def test_paths_that_cannot_be_valid_fail_before_any_request(
     with pytest.raises(InvalidResourceError):
         make_informer(cluster, path)
     assert server.requests == []
+
+
+def test_stop_racing_an_error_handler_that_restarts_leaves_it_stopped(
+    server: FakeApiServer, cluster: Cluster
+) -> None:
+    """Case 4's restart-on-error handler must not bring back an informer being stopped."""
+    informer = make_informer(cluster, "/api/v1/pods")
+    in_handler, stop_called = threading.Event(), threading.Event()
+
+    def restart_on_error(_: object) -> None:
+        in_handler.set()
+        stop_called.wait(5)
+        time.sleep(0.05)  # let stop() get as far as it can while the handler runs
+        informer.start()
+
+    informer.on(EVENT.ERROR, restart_on_error)
+    async def fail(request: Request, out: Writer) -> None:
+        await out.json(500, {"kind": "Status", "code": 500})
+
+    server.script("list", fail)
+    informer.start()
+    assert in_handler.wait(5)
+    stopper = threading.Thread(target=informer.stop)
+    stopper.start()
+    stop_called.set()
+    stopper.join(5)
+    requests_after_stop = len(server.requests)
+    time.sleep(1.0)  # longer than the backoff: a resurrected informer would list again
+    assert len(server.requests) == requests_after_stop
