@@ -23,6 +23,7 @@ credentials) are retried at once the first time, and only back off if they repea
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -103,6 +104,8 @@ class EventReceived:
     status: dict[str, Any] | None = None
     #: The object already decoded, when the transport had to parse it anyway.
     decoded: dict[str, Any] | None = None
+    #: When it arrived (monotonic seconds), for the backoff's memory of failures.
+    now: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +210,7 @@ class Machine:
         self, state: State, phase: Watching, event: EventReceived
     ) -> tuple[State, list[Output]]:
         if event.type == "ERROR" or event.object is None:
-            return self._failed(state, status_error(event.status, "watch", ""), None)
+            return self._failed(state, status_error(event.status, "watch", ""), event.now)
 
         obj = event.object
         # Built field by field: this runs once per watch event and dataclasses.replace is
@@ -223,22 +226,28 @@ class Machine:
         if event.type == "DELETED":
             return moved, [Removed(obj, event.decoded)]
         error = MalformedError(f"unknown watch event type {event.type!r}: relisting")
-        return self._failed(state, error, None)
+        return self._failed(state, error, event.now)
 
     def _stream_ended(self, state: State, ended: StreamEnded) -> tuple[State, list[Output]]:
-        if ended.duration < _SHORT_WATCH and ended.events == 0:
+        if ended.duration >= _SHORT_WATCH:
+            return _next_request(state, state.phase), []
+        if ended.events == 0:
             error = ConnectError(
                 f"watch closed by the server after {ended.duration:.2f} s without any event"
             )
             return self._failed(state, error, ended.now)
-        return _next_request(state, state.phase), []
+
+        # Events came, so nothing failed; still, watches are never started closer together
+        # than the short-watch time, or a server that ends each one at once makes us spin.
+        spaced = replace(_next_request(state, state.phase), delay=_SHORT_WATCH - ended.duration)
+        return spaced, []
 
     def _failed(
-        self, state: State, error: RequestError, now: float | None
+        self, state: State, error: RequestError, now: float
     ) -> tuple[State, list[Output]]:
         failures = state.failures
         last = state.last_failure_at
-        if now is not None and last is not None and now - last > self.backoff.reset_after:
+        if last is not None and now - last > self.backoff.reset_after:
             failures = 0
         failures += 1
 
@@ -247,7 +256,7 @@ class Machine:
             isinstance(error, StatusError) and error.code == _UNAUTHORIZED
         )
         if isinstance(error, StatusError) and error.retry_after is not None:
-            delay = error.retry_after
+            delay = self._retry_after(error.retry_after)
         elif curable_at_once and failures == 1:
             delay = 0.0
         else:
@@ -260,9 +269,17 @@ class Machine:
             delay=delay,
             refresh_credentials=refresh,
             failures=failures,
-            last_failure_at=now if now is not None else state.last_failure_at,
+            last_failure_at=now,
         )
         return next_state, [Failure(error)]
+
+
+    def _retry_after(self, seconds: float) -> float:
+        """The server's wait, kept between half the initial backoff (never a tight loop, even
+        for ``Retry-After: 0``) and the backoff's cap (a bogus huge value never stalls us)."""
+        if not math.isfinite(seconds):
+            return self.backoff.cap
+        return min(max(seconds, self.backoff.initial / 2), self.backoff.cap)
 
 
 def _recovery_phase(phase: Listing | Watching, error: RequestError) -> Listing | Watching:

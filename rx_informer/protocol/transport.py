@@ -154,7 +154,7 @@ class Transport:
             preview = line[:80].decode("utf-8", "replace")
             error = MalformedError(f"watch {self._resource}: bad line {preview!r}: {exc}")
             return _failed_now(error)
-        return EventReceived(event_type, obj, status, decoded)
+        return EventReceived(event_type, obj, status, decoded, time.monotonic())
 
     def _failed(self, response: httpx.Response, verb: str, body: bytes) -> Input:
         """An error response: its Status if it sent one, else the bare HTTP status."""

@@ -297,7 +297,8 @@ def test_429_with_retry_after_is_waited_out(
     server.add(pod("a", 0))
     for _ in range(3):
         server.script("list", status(429, {"Retry-After": "1"}))
-    factory.informer("v1", "pods").events.subscribe(recorder)
+    patient = Backoff(initial=0.05, cap=5.0)  # the cap bounds Retry-After too
+    factory.informer("v1", "pods", backoff=patient).events.subscribe(recorder)
     recorder.wait_count(EventType.SYNCED, timeout=10)
     lists = server.requests_of("list")
     assert len(lists) == 4

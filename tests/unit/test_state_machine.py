@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -196,3 +197,27 @@ def test_list_failure_keeps_the_pages_and_retries_the_same_page() -> None:
     state, _ = run(state, RequestFailed(StatusError("down", code=503), now=0.0))
     assert state.phase == Listing("t1", ([pod("a", 1)],))
     assert state.delay > 0
+
+
+@pytest.mark.parametrize(("asked", "waited"), [(0.0, 0.4), (2.0, 2.0), (1e9, 30.0),
+                                               (float("inf"), 30.0), (float("nan"), 30.0)])
+def test_retry_after_is_kept_between_a_floor_and_the_cap(asked: float, waited: float) -> None:
+    throttled = StatusError("slow down", code=429, retry_after=asked)
+    state, _ = run(State(), RequestFailed(throttled, now=0.0))
+    assert state.delay == waited
+
+
+def test_in_stream_failures_are_forgotten_after_a_healthy_period() -> None:
+    gone = EventReceived("ERROR", None, GONE)
+    recent = State(phase=Watching("10"), failures=2, last_failure_at=1.0)
+    state, _ = run(recent, replace(gone, now=2.0))
+    assert state.failures == 3 and state.delay > 0
+    state, _ = run(recent, replace(gone, now=200.0))
+    assert (state.failures, state.delay) == (1, 0.0)
+
+
+def test_watches_that_end_at_once_with_events_are_spaced_without_an_error() -> None:
+    state, outputs = run(WATCHING, StreamEnded(duration=0.25, events=1, now=5.0))
+    assert outputs == []
+    assert state.delay == pytest.approx(0.75)
+    assert state.failures == 0
