@@ -23,6 +23,7 @@ from rx_informer.errors import (
     MalformedError,
     RequestError,
     StatusError,
+    TransformError,
 )
 from rx_informer.facade import EVENT, SeedInformer, StartFuture, make_informer
 from rx_informer.informer import Informer, InformerFactory
@@ -54,5 +55,6 @@ __all__ = [
     "Statistics",
     "StatusError",
     "Timeouts",
+    "TransformError",
     "make_informer",
 ]

@@ -6,6 +6,8 @@
     ├── ConfigError            the kubeconfig or in-cluster setup cannot be used (not retried)
     ├── InvalidResourceError   a resource, path, namespace or option that can never be valid
     │                          (raised before any request; not retried)
+    ├── TransformError         the informer's transform failed on an object (reported as an
+    │                          ERROR event; the object is cached untransformed)
     └── RequestError           one list or watch request failed (reported as an ERROR event,
         │                      then retried with backoff)
         ├── ConnectError       no connection: refused, reset, DNS or TLS failure
@@ -31,6 +33,10 @@ class ConfigError(InformerError):
 
 class InvalidResourceError(InformerError, ValueError):
     """A resource name, path, namespace or option that the API server could never accept."""
+
+
+class TransformError(InformerError):
+    """A user transform raised or returned something that is not an object."""
 
 
 class RequestError(InformerError):

@@ -30,6 +30,7 @@ from rx_informer.informer.informer import Informer
 from rx_informer.protocol.watcher import ListFunction, WatchOptions
 from rx_informer.store.events import Event, EventType
 from rx_informer.store.snapshot import Object
+from rx_informer.streams.sharing import SUBSCRIBER_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class SeedInformer:
 def _call(handler: Callable[[Any], None], argument: Any) -> None:
     try:
         handler(argument)
-    except Exception:
+    except SUBSCRIBER_ERRORS:
         log.exception("informer handler %r raised; the informer goes on", handler)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import ssl
 import tempfile
@@ -49,10 +50,12 @@ class Cluster:
         source = path or os.environ.get("KUBECONFIG") or "~/.kube/config"
         source = os.path.expanduser(source)
         if ":" not in source and not os.path.exists(source):
-            raise ConfigError(
-                f"kubeconfig {source} does not exist: pass path=, set KUBECONFIG, "
-                "or use Cluster.in_cluster() inside a pod"
+            hint = (
+                "check the path" if path else
+                "pass the path of a kubeconfig, set KUBECONFIG, or inside a pod use "
+                "Cluster.in_cluster()"
             )
+            raise ConfigError(f"kubeconfig {source} does not exist: {hint}")
 
         def load(config: Configuration, temp_dir: str) -> None:
             kube_config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -83,7 +86,8 @@ class Cluster:
         return str(self._config.host).rstrip("/")
 
     def __repr__(self) -> str:
-        return f"Cluster(server={self.server!r}, source={self._description!r})"
+        server = re.sub(r"//[^/@]*@", "//", self.server)  # a password may sit in the URL
+        return f"Cluster(server={server!r}, source={self._description!r})"
 
     def auth_headers(self) -> dict[str, str]:
         """The Authorization header for the next request, refreshing expired credentials."""

@@ -40,7 +40,7 @@ class ResourceRef:
         if self.namespace is not None:
             _check_label("namespace", self.namespace)
         for name, selector in (("label", self.label_selector), ("field", self.field_selector)):
-            if selector is not None and ("\n" in selector or not isinstance(selector, str)):
+            if selector is not None and (not isinstance(selector, str) or "\n" in selector):
                 raise InvalidResourceError(f"{name} selector {selector!r} is not a selector")
 
     @classmethod
@@ -107,14 +107,17 @@ def _check_api_version(api_version: str) -> None:
         raise InvalidResourceError(
             f"api_version {api_version!r} must be 'v1' or '<group>/<version>'"
         )
-    group, _, version = api_version.rpartition("/")
-    if group and (len(group) > _GROUP_MAX or not _GROUP.fullmatch(group)):
+    group, slash, version = api_version.rpartition("/")
+    if slash and (len(group) > _GROUP_MAX or not _GROUP.fullmatch(group)):
         raise InvalidResourceError(f"API group {group!r} in {api_version!r} is not a DNS name")
-    if not group and version != "v1":
-        raise InvalidResourceError(
-            f"api_version {api_version!r}: the core group only has 'v1'; "
-            "other groups are written '<group>/<version>', e.g. 'apps/v1'"
+    if not slash and version != "v1":
+        looks_like_group = not re.fullmatch(r"v[0-9]+((alpha|beta)[0-9]+)?", version)
+        hint = (
+            f"a group needs its version too, e.g. '{version}/v1'" if looks_like_group
+            else "the core group only has 'v1'; other groups are written "
+            "'<group>/<version>', e.g. 'apps/v1'"
         )
+        raise InvalidResourceError(f"api_version {api_version!r}: {hint}")
     _check_label("version", version)
 
 

@@ -126,10 +126,26 @@ class InformerFactory:
         if not informers:
             all_synced()
         for key, informer in informers.items():
-            with self._lock:
-                if key not in self._keepalive:
-                    self._keepalive[key] = informer.synced.subscribe(lambda _: None)
+            self._keep_alive(key, informer)
             informer.synced.pipe(ops.take(1)).subscribe(synced(key))
+
+    def _keep_alive(self, key: Hashable, informer: Informer) -> None:
+        """Hold one subscription per informer; it forgets itself when its run ends (the
+        informer was closed, or its event loop shut down), so the next wait starts it anew."""
+        with self._lock:
+            if key in self._keepalive:
+                return
+            ended = threading.Event()
+
+            def forget(*_: object) -> None:
+                ended.set()
+                with self._lock:
+                    if self._keepalive.get(key) is subscription:
+                        del self._keepalive[key]
+
+            subscription = informer.synced.subscribe(lambda _: None, forget, forget)
+            if not ended.is_set():
+                self._keepalive[key] = subscription
 
     def close(self) -> None:
         """Stop every informer of this factory and forget them."""

@@ -31,7 +31,7 @@ from rx_informer.protocol.watcher import Counters, Statistics, WatchOptions, wat
 from rx_informer.store.events import Event
 from rx_informer.store.reducer import Reducer, Step, Transform
 from rx_informer.store.snapshot import IndexFunction, Snapshot
-from rx_informer.streams.sharing import ReplayLatestShare
+from rx_informer.streams.sharing import SUBSCRIBER_ERRORS, ReplayLatestShare
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def _each_event(steps: Observable[Step]) -> Observable[Event]:
             for event in step.events:
                 try:
                     deliver(event)
-                except Exception:
+                except SUBSCRIBER_ERRORS:
                     log.exception("a subscriber raised on %r; it stays subscribed", event)
                 event.release()
 

@@ -45,6 +45,11 @@ from rx_informer.protocol.wire import WireObject
 _SHORT_WATCH = 1.0
 
 _UNAUTHORIZED = 401
+# Bad request (a selector the server rejects), forbidden (RBAC), not found (no such resource
+# or CRD): retrying soon cannot help, a human must act. Their retries start this many steps
+# up the backoff ladder (6.4 to 12.8 s with the defaults) and climb from there.
+_NEEDS_A_HUMAN = frozenset((400, 403, 404))
+_HUMAN_STEPS = 4
 
 
 # --- States -----------------------------------------------------------------------------
@@ -259,6 +264,8 @@ class Machine:
             delay = self._retry_after(error.retry_after)
         elif curable_at_once and failures == 1:
             delay = 0.0
+        elif isinstance(error, StatusError) and error.code in _NEEDS_A_HUMAN:
+            delay = self.backoff.delay(failures + _HUMAN_STEPS, self.jitter())
         else:
             delay = self.backoff.delay(failures, self.jitter())
 

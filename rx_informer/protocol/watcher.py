@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -25,7 +26,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from rx_informer.connection import Cluster, ResourceRef
-from rx_informer.errors import ConfigError, RequestError, StatusError
+from rx_informer.errors import ConfigError, InformerError, RequestError, StatusError
 from rx_informer.protocol.machine import (
     Failure,
     Input,
@@ -50,7 +51,7 @@ log = logging.getLogger(__name__)
 #: (a dict or a ``kubernetes`` model) with ``items`` and ``metadata.resourceVersion``.
 ListFunction = Callable[[], Any]
 
-_FORBIDDEN, _NOT_FOUND, _UNAUTHORIZED = 403, 404, 401
+_BAD_REQUEST, _UNAUTHORIZED, _FORBIDDEN, _NOT_FOUND = 400, 401, 403, 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,23 +110,38 @@ def watch_resource(
     ) -> abc.DisposableBase:
         driver = _Driver(cluster, ref, options, observer.on_next, counts)
         future = asyncio.run_coroutine_threadsafe(driver.run(), loop_for())
-        future.add_done_callback(lambda done: _report_crash(done, observer, ref))
-        return Disposable(lambda: _cancel(future))
+        disposed = threading.Event()
+        future.add_done_callback(lambda done: _report_end(done, disposed, observer, ref))
+        return Disposable(lambda: _cancel(future, disposed))
 
     return reactivex.create(subscribe)
 
 
-def _cancel(future: Future[None]) -> None:
+def _cancel(future: Future[None], disposed: threading.Event) -> None:
+    disposed.set()
     future.cancel()
 
 
-def _report_crash(done: Future[None], observer: abc.ObserverBase[Output], ref: ResourceRef) -> None:
-    if done.cancelled():
+def _report_end(
+    done: Future[None],
+    disposed: threading.Event,
+    observer: abc.ObserverBase[Output],
+    ref: ResourceRef,
+) -> None:
+    """The run never ends on its own: tell the subscribers if it did, so none waits forever."""
+    if disposed.is_set():
         return
-    error = done.exception()
-    if error is not None:
-        log.error("informer for %s stopped by a bug", ref.describe(), exc_info=error)
-        observer.on_error(error if isinstance(error, Exception) else RuntimeError(error))
+    if done.cancelled():
+        error: Exception = InformerError(
+            f"the event loop running the informer for {ref.describe()} was shut down "
+            "(e.g. asyncio.run() returned); subscribe again to start it on another loop"
+        )
+        log.warning("%s", error)
+    else:
+        raised = done.exception()
+        error = raised if isinstance(raised, Exception) else RuntimeError(raised)
+        log.error("informer for %s stopped by a bug", ref.describe(), exc_info=raised)
+    observer.on_error(error)
 
 
 class _Driver:
@@ -237,7 +253,13 @@ class _Driver:
         code = error.code if isinstance(error, StatusError) else None
         if code in (_FORBIDDEN, _NOT_FOUND):
             log.warning(
-                "%s; check RBAC and that the resource exists (attempt %d, retrying in %.1f s)",
+                "%s; check RBAC, and that the resource exists under that plural name, group "
+                "and version (attempt %d, retrying in %.1f s)",
+                error, state.failures, state.delay,
+            )
+        elif code == _BAD_REQUEST:
+            log.warning(
+                "%s; check the label and field selectors (attempt %d, retrying in %.1f s)",
                 error, state.failures, state.delay,
             )
         elif code == _UNAUTHORIZED:

@@ -37,8 +37,8 @@ class Event:
     """
 
     __slots__ = (
-        "_decoded", "_old", "_old_decoded", "_wire", "error", "final_state_unknown", "snapshot",
-        "type",
+        "_decoded", "_error", "_final_state_unknown", "_old", "_old_decoded", "_snapshot",
+        "_type", "_wire",
     )
 
     def __init__(
@@ -52,14 +52,32 @@ class Event:
         final_state_unknown: bool = False,
         decoded: dict[str, Any] | None = None,
     ) -> None:
-        self.type = type
-        self.snapshot = snapshot
-        self.error = error
-        self.final_state_unknown = final_state_unknown
+        self._type = type
+        self._snapshot = snapshot
+        self._error = error
+        self._final_state_unknown = final_state_unknown
         self._wire = wire
         self._old = old
         self._decoded = decoded
         self._old_decoded: dict[str, Any] | None = None
+
+    # Read-only: one event object goes to every subscriber, so none may change it for the next.
+
+    @property
+    def type(self) -> EventType:
+        return self._type
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
+
+    @property
+    def error(self) -> InformerError | None:
+        return self._error
+
+    @property
+    def final_state_unknown(self) -> bool:
+        return self._final_state_unknown
 
     @property
     def object(self) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from rx_informer.errors import TransformError
 from rx_informer.protocol.machine import (
     Applied,
     Failure,
@@ -74,14 +75,16 @@ class Reducer:
 
     def __call__(self, step: Step, output: Output) -> Step:
         snapshot = step.snapshot
+        failures: list[Event] = []
         if isinstance(output, Applied):
-            wire, decoded = self._prepared(output.object, output.decoded)
-            return _applied(snapshot, wire, decoded)
+            wire, decoded = self._prepared(output.object, output.decoded, failures)
+            return _with_failures(failures, _applied(snapshot, wire, decoded))
         if isinstance(output, Removed):
-            return _removed(snapshot, *self._prepared(output.object, output.decoded))
+            wire, decoded = self._prepared(output.object, output.decoded, failures)
+            return _with_failures(failures, _removed(snapshot, wire, decoded))
         if isinstance(output, Relisted):
-            listed = [self._prepared(wire, None)[0] for wire in output.objects]
-            return _relisted(snapshot, listed, output.resource_version)
+            listed = [self._prepared(wire, None, failures)[0] for wire in output.objects]
+            return _with_failures(failures, _relisted(snapshot, listed, output.resource_version))
         if isinstance(output, Progressed):
             return Step(snapshot.at_version(output.resource_version))
         if isinstance(output, Failure):
@@ -91,13 +94,33 @@ class Reducer:
         raise AssertionError(f"unknown output {output!r}")
 
     def _prepared(
-        self, wire: WireObject, decoded: Object | None
+        self, wire: WireObject, decoded: Object | None, failures: list[Event]
     ) -> tuple[WireObject, Object | None]:
-        """Apply the transform, if any; return the object to cache and its dict if known."""
+        """Apply the transform, if any; return the object to cache and its dict if known.
+
+        A transform that raises, or returns something that is not an object with a name and
+        resourceVersion, is reported as an ERROR event and the object is cached as received:
+        a bug in the transform must not cost the cache its truth.
+        """
         if self._transform is None:
             return wire, decoded
-        transformed = self._transform(decoded if decoded is not None else wire.decode())
-        return WireObject.from_dict(transformed), transformed
+        try:
+            transformed = self._transform(decoded if decoded is not None else wire.decode())
+            return WireObject.from_dict(transformed), transformed
+        except Exception as exc:
+            error = TransformError(
+                f"transform failed on {wire.key}@{wire.resource_version}: "
+                f"{type(exc).__name__}: {exc}; cached it untransformed"
+            )
+            error.__cause__ = exc
+            failures.append(Event(EventType.ERROR, error=error))
+            return wire, None
+
+
+def _with_failures(failures: list[Event], step: Step) -> Step:
+    if not failures:
+        return step
+    return Step(step.snapshot, (*failures, *step.events), step.changed)
 
 
 def _applied(snapshot: Snapshot, wire: WireObject, decoded: Object | None) -> Step:

@@ -16,6 +16,7 @@ in the same kind of map, and are updated only where an object's values changed.
 from __future__ import annotations
 
 import builtins
+import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -31,11 +32,13 @@ _Index = immutables.Map[str, _Keys]
 
 NAMESPACE_INDEX = "namespace"
 
+log = logging.getLogger(__name__)
+
 
 class Snapshot:
     """The cache at one moment. Immutable and safe to read from any thread."""
 
-    __slots__ = ("_indexers", "_indexes", "_objects", "has_synced", "resource_version")
+    __slots__ = ("_has_synced", "_indexers", "_indexes", "_objects", "_resource_version")
 
     def __init__(
         self,
@@ -48,10 +51,18 @@ class Snapshot:
         self._objects = objects
         self._indexes = indexes
         self._indexers = indexers
-        #: The newest resourceVersion the cache reflects (bookmarks included).
-        self.resource_version = resource_version
-        #: Whether a complete list has been applied, i.e. the cache matched the server once.
-        self.has_synced = has_synced
+        self._resource_version = resource_version
+        self._has_synced = has_synced
+
+    @property
+    def resource_version(self) -> str | None:
+        """The newest resourceVersion the cache reflects (bookmarks included)."""
+        return self._resource_version
+
+    @property
+    def has_synced(self) -> bool:
+        """Whether a complete list has been applied, i.e. the cache matched the server once."""
+        return self._has_synced
 
     @classmethod
     def empty(cls, indexers: Mapping[str, IndexFunction] | None = None) -> Snapshot:
@@ -192,12 +203,28 @@ def _reindex(
 
 
 def _values(fn: IndexFunction, obj: Object) -> frozenset[str]:
-    value = fn(obj)
-    if value is None:
+    """The index values of ``obj``; an index function that fails leaves it unindexed.
+
+    The object is still cached: a bug in one indexer must not cost the cache its truth.
+    """
+    try:
+        value = fn(obj)
+        if value is None:
+            return _NO_VALUES
+        values = frozenset((value,)) if isinstance(value, str) else frozenset(value)
+        if not all(isinstance(v, str) for v in values):
+            raise TypeError(f"index values must be strings, not {sorted(map(repr, values))}")
+    except Exception:
+        name = getattr(fn, "__name__", repr(fn))
+        log.exception("index function %s failed on %s; the object stays unindexed there",
+                      name, _describe(obj))
         return _NO_VALUES
-    if isinstance(value, str):
-        return frozenset((value,))
-    return frozenset(value)
+    return values
+
+
+def _describe(obj: Object) -> str:
+    metadata = obj.get("metadata") or {}
+    return "/".join(filter(None, (metadata.get("namespace"), metadata.get("name")))) or "?"
 
 
 def _namespace_values(wire: WireObject) -> frozenset[str]:

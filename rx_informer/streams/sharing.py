@@ -16,6 +16,7 @@ and keeps its place; the others still get the value.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Callable
@@ -136,9 +137,14 @@ def _deliver(observer: abc.ObserverBase[T], value: T) -> None:
     _guard(observer.on_next, value)
 
 
+#: What a subscriber may raise without harming anyone. ``CancelledError`` is a
+#: ``BaseException``, but raised by a callback it must not cancel the informer's own task.
+SUBSCRIBER_ERRORS = (Exception, asyncio.CancelledError)
+
+
 def _guard(call: Callable[..., None], *args: Any) -> None:
     """Call an observer; what it raises is logged, never passed on to the next one."""
     try:
         call(*args)
-    except Exception:
+    except SUBSCRIBER_ERRORS:
         log.exception("a subscriber raised; it stays subscribed and the others go on")

@@ -154,7 +154,7 @@ def test_proxy_url_routes_requests_through_the_proxy(
 
 
 def test_missing_kubeconfig_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="does not exist: pass path="):
+    with pytest.raises(ConfigError, match="does not exist: check the path"):
         Cluster.from_kubeconfig(str(tmp_path / "nope"))
 
 

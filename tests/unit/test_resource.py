@@ -30,6 +30,8 @@ def test_paths_round_trip(path: str, api_version: str, plural: str, namespace: s
         (("v1", "pods", "Bad_NS"), "namespace 'Bad_NS' is not valid"),
         (("a/b/c", "pods"), "must be 'v1' or '<group>/<version>'"),
         (("Apps/v1", "deployments"), "API group 'Apps'"),
+        (("/v1", "pods"), "API group ''"),
+        (("apps", "deployments"), "a group needs its version too, e.g. 'apps/v1'"),
     ],
 )
 def test_invalid_names_are_rejected_with_the_offending_value(
@@ -46,3 +48,8 @@ def test_query_carries_selectors_and_drops_unset_params() -> None:
     )
     assert ref.describe() == "pods (app in (a,b),x=y)"
     assert ResourceRef("apps/v1", "deployments", "prod").describe() == "deployments.apps in prod"
+
+
+def test_selectors_must_be_strings() -> None:
+    with pytest.raises(InvalidResourceError, match="label selector 5 is not a selector"):
+        ResourceRef("v1", "pods", label_selector=5)  # type: ignore[arg-type]

@@ -221,3 +221,9 @@ def test_watches_that_end_at_once_with_events_are_spaced_without_an_error() -> N
     assert outputs == []
     assert state.delay == pytest.approx(0.75)
     assert state.failures == 0
+
+
+@pytest.mark.parametrize("code", [400, 403, 404])
+def test_errors_a_human_must_fix_are_retried_slowly(code: int) -> None:
+    state, _ = run(State(), RequestFailed(StatusError("no", code=code), now=0.0))
+    assert state.delay == pytest.approx(6.4)  # four steps up: 0.8 * 2**4 / 2 with no jitter
