@@ -192,14 +192,15 @@ class Machine:
 
     def step(self, state: State, event: Input) -> tuple[State, list[Output]]:
         """Advance the cycle by one input."""
+        # Watch events first: they are nearly every input.
+        if type(event) is EventReceived and type(state.phase) is Watching:
+            return self._watch_event(state, state.phase, event)
         if isinstance(event, RequestFailed):
             return self._failed(state, event.error, event.now)
         if isinstance(event, StreamEnded):
             return self._stream_ended(state, event)
         if isinstance(state.phase, Listing) and isinstance(event, PageReceived):
             return self._page(state, state.phase, event)
-        if isinstance(state.phase, Watching) and isinstance(event, EventReceived):
-            return self._watch_event(state, state.phase, event)
         raise AssertionError(f"{type(event).__name__} cannot arrive while {state.phase}")
 
     def _page(self, state: State, phase: Listing, page: PageReceived) -> tuple[State, list[Output]]:

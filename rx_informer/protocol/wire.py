@@ -98,8 +98,11 @@ class WireObject:
         return f"<{self.key}@{self.resource_version}>"
 
 
-_EVENT_PREFIX = b'{"type":"'
-_OBJECT_FIELD = b'","object":'
+#: How the API server starts each watch line, per event type: the object follows directly.
+_PREFIXES = {
+    kind: b'{"type":"' + kind.encode() + b'","object":'
+    for kind in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK")
+}
 
 
 class MalformedLineError(ValueError):
@@ -135,25 +138,15 @@ def decode_event(line: bytes) -> tuple[str, WireObject | None, Object | None, Ob
     if type(name) is not str or (not name and event_type != "BOOKMARK"):
         raise MalformedLineError(f"{event_type} event without metadata.name")
 
-    raw = _object_bytes(line, event_type, obj)
+    # The API server writes exactly {"type":"...","object":{...}}: then the object's bytes
+    # are a slice of the line. Anything else (reordered or extra keys, a trailing blank)
+    # is re-serialised rather than trusted.
+    prefix = _PREFIXES.get(event_type)
+    if prefix is not None and len(event) == 2 and line.startswith(prefix) and line[-1] == 125:
+        raw = line[len(prefix) : -1]
+    else:
+        raw = orjson.dumps(obj)
     return event_type, WireObject(raw, name, str(namespace), version), None, obj
-
-
-def _object_bytes(line: bytes, event_type: str, obj: Object) -> bytes:
-    """The object's bytes within the line, without a second parse where the layout allows.
-
-    The API server writes ``{"type":"...","object":{...}}`` in that order; anything else (a
-    proxy that reorders keys, extra whitespace) takes the slower path of re-serialising.
-    """
-    start = len(_EVENT_PREFIX) + len(event_type) + len(_OBJECT_FIELD)
-    body = line.rstrip()
-    if (
-        body.startswith(_EVENT_PREFIX)
-        and body[start - len(_OBJECT_FIELD) : start] == _OBJECT_FIELD
-        and body.endswith(b"}")
-    ):
-        return body[start:-1]
-    return orjson.dumps(obj)
 
 
 def decode_page(body: bytes) -> tuple[list[WireObject], str, str]:

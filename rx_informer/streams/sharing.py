@@ -66,7 +66,7 @@ class ReplayLatestShare(Observable[T], Generic[T]):
     ) -> abc.DisposableBase:
         with self._lock:
             if self._latest is not None:
-                _deliver(observer, self._replay(self._latest[0]))
+                _guard(observer.on_next, self._replay(self._latest[0]))
             self._observers = (*self._observers, observer)
             if self._connection is None:
                 self._connect()
@@ -84,7 +84,10 @@ class ReplayLatestShare(Observable[T], Generic[T]):
                 # the tuple being delivered to, so its replay must already include this value.
                 self._latest = (self._retain(value),)
                 for observer in self._observers:
-                    _deliver(observer, value)
+                    try:
+                        observer.on_next(value)
+                    except SUBSCRIBER_ERRORS:
+                        log.exception("a subscriber raised; it stays subscribed")
 
         def on_error(error: Exception) -> None:
             for observer in self._end(generation):
@@ -131,10 +134,6 @@ class ReplayLatestShare(Observable[T], Generic[T]):
             self._disconnect()
         for observer in observers:
             _guard(observer.on_completed)
-
-
-def _deliver(observer: abc.ObserverBase[T], value: T) -> None:
-    _guard(observer.on_next, value)
 
 
 #: What a subscriber may raise without harming anyone. ``CancelledError`` is a
