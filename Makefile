@@ -1,4 +1,5 @@
 # The two commands a newcomer needs: `make demo` (the main job) and `make test`.
+# `make bench` runs the side-by-side benchmarks (ARGS=--quick for a short run).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -27,3 +28,6 @@ test: lint
 
 demo: setup
 	$(BIN)/python -m rx_informer.demo $(ARGS)
+
+bench:
+	benchmarks/run.sh $(ARGS)
