@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from rx_informer import Cluster, Event, EventType, InformerFactory
+from rx_informer import Cluster, Event, EventType, InformerError, InformerFactory
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return _run(args)
+    except InformerError as exc:
+        _say(f"error: {exc}")
+        return 2
 
+
+def _run(args: argparse.Namespace) -> int:
     if args.kubeconfig or args.context:
         cluster = Cluster.from_kubeconfig(args.kubeconfig, args.context)
         _say(f"watching pods on {cluster.server} for {args.seconds} s (read only)")

@@ -6,6 +6,7 @@ sees only ``RequestError`` subclasses.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Iterator
@@ -82,7 +83,7 @@ class Transport:
         try:
             with self._translate("list"):
                 response = await client.get(
-                    url, headers=self._headers(), timeout=timeout, extensions=self._extensions
+                    url, headers=await self._headers(), timeout=timeout, extensions=self._extensions
                 )
         except RequestError as exc:
             return _failed_now(exc)
@@ -111,7 +112,7 @@ class Transport:
         request = client.build_request(
             "GET",
             f"{self._ref.path}?{query}",
-            headers=self._headers(),
+            headers=await self._headers(),
             timeout=timeout,
             extensions=self._extensions,
         )
@@ -174,8 +175,10 @@ class Transport:
         error = status_error(status, verb, self._resource, retry_after)
         return _failed_now(error)
 
-    def _headers(self) -> dict[str, str]:
-        return {**_JSON, **self._cluster.auth_headers()}
+    async def _headers(self) -> dict[str, str]:
+        # In a worker thread: renewing an expired exec credential runs the plugin, and a slow
+        # or hung plugin must not stall the event loop every informer of the process shares.
+        return {**_JSON, **await asyncio.to_thread(self._cluster.auth_headers)}
 
     @contextlib.contextmanager
     def _translate(self, verb: str) -> Iterator[None]:

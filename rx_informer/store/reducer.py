@@ -149,10 +149,13 @@ def _removed(snapshot: Snapshot, wire: WireObject, decoded: Object | None) -> St
 
 def _relisted(snapshot: Snapshot, listed: list[WireObject], version: str) -> Step:
     """Diff a complete list against the cache, then swap the cache in one step."""
+    # A key listed twice (on two pages, say) counts once, in its last place: the list is
+    # a set of objects, and the diff below must see each of them once.
+    unique = {wire.key: wire for wire in listed}
     fresh: dict[str, WireObject] = {}
     events: list[Event] = []
 
-    for wire in listed:
+    for wire in unique.values():
         old = snapshot.wire(wire.key)
         if old is None:
             events.append(Event(EventType.ADDED, wire))

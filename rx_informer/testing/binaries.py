@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rx_informer.errors import InformerError
+
 __all__ = [
     "Binaries",
     "BinariesUnavailableError",
@@ -62,7 +64,7 @@ _BUILD_OUTPUT_TAIL_LINES = 30
 _VERSION_PACKAGE = "k8s.io/component-base/version"
 
 
-class ControlPlaneError(Exception):
+class ControlPlaneError(InformerError):
     """Base class of every error raised while building or running the local control plane."""
 
 

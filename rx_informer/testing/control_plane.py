@@ -539,6 +539,8 @@ class ControlPlane:
         self._binaries = binaries
         self._progress = progress
         self._running: _Running | None = None
+        #: The last run's directory, readable after stop() when ``keep_directory`` is set.
+        self._kept: Path | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -588,6 +590,7 @@ class ControlPlane:
         with _RUNNING_LOCK:
             _RUNNING.discard(self)
         self._running = None
+        self._kept = running.directory if self.keep_directory else None
 
         if self.keep_directory:
             logger.info("control plane stopped; its files are kept in %s", running.directory)
@@ -674,7 +677,10 @@ class ControlPlane:
 
     @property
     def directory(self) -> Path:
-        """The temporary directory with keys, etcd's data and both logs."""
+        """The temporary directory with keys, etcd's data and both logs (``etcd.log``,
+        ``kube-apiserver.log``). With ``keep_directory=True`` it stays readable after stop()."""
+        if self._running is None and self._kept is not None:
+            return self._kept
         return self._require_running().directory
 
     @property

@@ -69,6 +69,8 @@ def write_kubeconfig_through(plane: ControlPlane, proxy: FaultProxy, path: Path)
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    if args.sample is None:
+        args.sample = min(60.0, args.minutes * 60 / 8)
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     rng = random.Random(args.seed)
     print(f"soak: seed {args.seed}, {args.minutes} min, {args.objects} objects, "
@@ -95,7 +97,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--objects", type=int, default=300)
     parser.add_argument("--rate", type=float, default=20.0, help="writes per second")
     parser.add_argument("--fault-every", type=float, default=30.0)
-    parser.add_argument("--sample", type=float, default=60.0)
+    parser.add_argument("--sample", type=float, default=None,
+                        help="seconds between samples (default: 60, or an eighth of the run)")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     parser.add_argument("--report", help="write the samples and verdict as JSON here")
     return parser.parse_args(argv)
@@ -177,10 +180,12 @@ def _verdict(samples: list[Sample], failures: list[str]) -> dict[str, Any]:
     growth = later[-1].rss_mib - later[0].rss_mib if len(later) >= 2 else 0.0
     # Allocator noise on a steady heap is a few MiB; a leak grows with every relist.
     grows = growth > 8.0
+    judged = len(samples) >= 4
     ok = not failures and not grows and bool(samples)
+    memory = (f"RSS change over the second half {growth:+.1f} MiB" if judged
+              else "too few samples to judge memory")
     summary = (f"soak: {len(samples)} samples, {len(failures)} invariant violations, "
-               f"RSS change over the second half {growth:+.1f} MiB -> "
-               f"{'PASS' if ok else 'FAIL'}")
+               f"{memory} -> {'PASS' if ok else 'FAIL'}")
     return {"ok": ok, "failures": failures, "rss_growth_second_half_mib": growth,
             "summary": summary}
 

@@ -371,11 +371,12 @@ def _for_a_while(rig: Rig, switch: Callable[[bool], None]) -> None:
     switch(False)
 
 
-def test_randomised_fault_schedule(rig: Rig) -> None:
+def test_randomised_fault_schedule(rig: Rig, capsys: pytest.CaptureFixture[str]) -> None:
     """Faults mixed from a seed (printed: RX_INFORMER_FAULT_SEED=<seed> replays a run)."""
     seed = int(os.environ.get("RX_INFORMER_FAULT_SEED", random.randrange(1 << 30)))
     rounds = int(os.environ.get("RX_INFORMER_FAULT_ROUNDS", "6"))
-    print(f"fault schedule seed {seed}, {rounds} rounds")
+    with capsys.disabled():
+        print(f"\nfault schedule: RX_INFORMER_FAULT_SEED={seed}, {rounds} rounds")
     rng = random.Random(seed)
     informer, checker, _ = start(rig)
     alive: set[str] = set()
