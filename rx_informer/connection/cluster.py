@@ -15,6 +15,7 @@ import ssl
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import yaml
@@ -27,6 +28,10 @@ from rx_informer.errors import ConfigError
 log = logging.getLogger(__name__)
 
 Loader = Callable[[Configuration, str], None]
+
+# Where the kubelet mounts a pod's service account.
+SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+SERVICE_ACCOUNT_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 
 class Cluster:
@@ -70,13 +75,21 @@ class Cluster:
         return cls(load, where)
 
     @classmethod
-    def in_cluster(cls) -> Cluster:
-        """Use the pod's service account; its token file is re-read as the kubelet rotates it."""
+    def in_cluster(
+        cls,
+        token_path: str = SERVICE_ACCOUNT_TOKEN,
+        ca_path: str = SERVICE_ACCOUNT_CA,
+    ) -> Cluster:
+        """Use the pod's service account (``KUBERNETES_SERVICE_HOST``/``_PORT`` and the files
+        the kubelet mounts). The token file is re-read every minute, as the kubelet rotates
+        it, and at once after a 401."""
 
         def load(config: Configuration, temp_dir: str) -> None:
-            incluster_config.load_incluster_config(  # type: ignore[no-untyped-call]
-                config, try_refresh_token=True
+            make_loader: Any = incluster_config.InClusterConfigLoader
+            loader = make_loader(
+                token_filename=token_path, cert_filename=ca_path, try_refresh_token=True
             )
+            loader.load_and_set(config)
 
         return cls(load, "in-cluster service account")
 
@@ -101,6 +114,11 @@ class Cluster:
             return {"Authorization": str(settings["value"])}
         return {}
 
+    @property
+    def credentials_may_block(self) -> bool:
+        """Whether ``auth_headers`` may run something slow (an exec plugin, a file read)."""
+        return self._config.refresh_api_key_hook is not None
+
     def refresh_credentials(self) -> None:
         """Load the configuration again: runs exec plugins anew, re-reads token files.
 
@@ -116,7 +134,7 @@ class Cluster:
         """A new HTTP/1.1 client for one informer run (HTTP/2 can't abort a single stream)."""
         with self._lock:
             config, context = self._config, self._ssl_context
-        proxy = str(config.proxy) if config.proxy else None
+        proxy = _kubeconfig_proxy(config)
         return httpx.AsyncClient(
             base_url=self.server,
             verify=context,
@@ -148,6 +166,18 @@ class Cluster:
         if not config.host:
             raise ConfigError(f"{self._description} names no server")
         return config
+
+
+def _kubeconfig_proxy(config: Configuration) -> str | None:
+    """The kubeconfig's proxy-url, if it has one.
+
+    Newer ``kubernetes`` releases also fill ``Configuration.proxy`` from HTTP(S)_PROXY, but
+    without applying NO_PROXY; a proxy that came from the environment is left to httpx,
+    which applies both.
+    """
+    if not config.proxy or getattr(config, "_proxy_from_env", False):
+        return None
+    return str(config.proxy)
 
 
 def _ssl_context(config: Configuration) -> ssl.SSLContext | bool:

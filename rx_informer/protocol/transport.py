@@ -176,9 +176,12 @@ class Transport:
         return _failed_now(error)
 
     async def _headers(self) -> dict[str, str]:
-        # In a worker thread: renewing an expired exec credential runs the plugin, and a slow
-        # or hung plugin must not stall the event loop every informer of the process shares.
-        return {**_JSON, **await asyncio.to_thread(self._cluster.auth_headers)}
+        # Renewing an expired exec credential runs the plugin: in a worker thread, so that a
+        # slow or hung plugin cannot stall the event loop every informer of the process
+        # shares. Static credentials need no thread.
+        if self._cluster.credentials_may_block:
+            return {**_JSON, **await asyncio.to_thread(self._cluster.auth_headers)}
+        return {**_JSON, **self._cluster.auth_headers()}
 
     @contextlib.contextmanager
     def _translate(self, verb: str) -> Iterator[None]:

@@ -233,7 +233,9 @@ class FakeApiServer:
     def _authorized(self, request: Request) -> bool:
         if self.accepted_tokens is None:
             return True
-        token = request.headers.get("authorization", "").removeprefix("Bearer ")
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
         return token in self.accepted_tokens
 
     def _default(self, kind: str) -> Handler:

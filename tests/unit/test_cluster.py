@@ -208,3 +208,57 @@ def test_secrets_never_reach_logs_reprs_or_errors(
             cluster.close()
     assert "certificate" in caplog.text  # the failure was logged, just not the secrets
     server.stop()
+
+
+def test_in_cluster_service_account_with_a_rotated_token(
+    pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The token file is read again when the server stops accepting the old token."""
+    server = tls_server(pki, require_client_cert=False)
+    host, _, port = server.url.removeprefix("https://").rpartition(":")
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", host)
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", port)
+    token = tmp_path / "token"
+    token.write_text("sa-token-1")
+    server.accepted_tokens = {"sa-token-1"}
+    cluster = Cluster.in_cluster(token_path=str(token), ca_path=str(pki.ca))
+    assert "in-cluster" in repr(cluster)
+
+    recorder = Recorder()
+    factory = InformerFactory(cluster, backoff=FAST_BACKOFF)
+    factory.informer("v1", "pods").events.subscribe(recorder)
+    recorder.wait_count(EventType.SYNCED)
+    token.write_text("sa-token-2")
+    server.accepted_tokens = {"sa-token-2"}
+    server.end_watches()
+    server.wait_for(
+        lambda: server.requests[-1].headers["authorization"].lower() == "bearer sa-token-2"
+    )
+    factory.close()
+    cluster.close()
+    server.stop()
+
+
+def test_in_cluster_outside_a_pod_is_a_clear_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(ConfigError, match="in-cluster service account: Service host/port"):
+        Cluster.in_cluster()
+
+
+def test_https_proxy_from_the_environment_unless_no_proxy(
+    server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without a proxy-url in the kubeconfig, HTTP(S)_PROXY and NO_PROXY apply."""
+    config = kubeconfig(tmp_path / "kc", "    server: http://kube.invalid:6443\n")
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    cluster = Cluster.from_kubeconfig(config)
+    assert sync_once(cluster).items[0].type is EventType.SYNCED
+    assert server.requests[0].headers["host"] == "kube.invalid:6443"
+    cluster.close()
+
+    monkeypatch.setenv("NO_PROXY", "kube.invalid")
+    direct = Cluster.from_kubeconfig(config)
+    assert sync_once(direct).items[0].type is EventType.ERROR  # no such host: not proxied
+    direct.close()
