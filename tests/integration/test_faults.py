@@ -39,6 +39,8 @@ from rx_informer.testing.http_shim import HttpShim
 from rx_informer.testing.invariant import InvariantChecker
 from rx_informer.testing.soak import write_kubeconfig_through
 from tests.conftest import Recorder
+from tests.support.kube import watch_checked
+from tests.support.kubeconfigs import TOKEN_FILE_PLUGIN
 
 pytestmark = pytest.mark.integration
 
@@ -103,11 +105,7 @@ def rig(control_plane: ControlPlane, tmp_path: Path) -> Iterator[Rig]:
 
 def start(rig: Rig, **options: Any) -> tuple[Informer, InvariantChecker, Recorder]:
     informer = rig.informer(**options)
-    checker = InvariantChecker(informer, rig.cluster).start()
-    recorder = Recorder()
-    informer.events.subscribe(recorder)
-    recorder.wait_count(EventType.SYNCED, timeout=DEADLINE)
-    return informer, checker, recorder
+    return informer, *watch_checked(informer, rig.cluster, DEADLINE)
 
 
 def errors(recorder: Recorder) -> list[Exception]:
@@ -289,14 +287,6 @@ def test_dispose_and_subscribe_racing_from_many_threads(rig: Rig) -> None:
     assert informer.statistics().syncs == 1
 
 
-PLUGIN = """\
-import json, sys
-token = open(sys.argv[1]).read().strip()
-print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1",
-                  "kind": "ExecCredential", "status": {"token": token}}))
-"""
-
-
 def test_rotated_credential_with_the_old_one_rejected(
     control_plane_factory: Callable[..., ControlPlane], tmp_path: Path
 ) -> None:
@@ -306,7 +296,7 @@ def test_rotated_credential_with_the_old_one_rejected(
     token_file = tmp_path / "token"
     token_file.write_text("first-token")
     plugin = tmp_path / "plugin.py"
-    plugin.write_text(PLUGIN)
+    plugin.write_text(TOKEN_FILE_PLUGIN)
     config = json.loads(Path(plane.kubeconfig_path).read_text())
     config["users"][0]["user"] = {"exec": {
         "apiVersion": "client.authentication.k8s.io/v1beta1",
@@ -315,10 +305,7 @@ def test_rotated_credential_with_the_old_one_rejected(
     cluster = Cluster.from_kubeconfig(str(tmp_path / "kc"))
     factory = InformerFactory(cluster, backoff=QUICK)
     informer = factory.informer("v1", "configmaps", "default")
-    checker = InvariantChecker(informer, cluster).start()
-    recorder = Recorder()
-    informer.events.subscribe(recorder)
-    recorder.wait_count(EventType.SYNCED, timeout=DEADLINE)
+    checker, recorder = watch_checked(informer, cluster, DEADLINE)
 
     plane.set_tokens([StaticToken("second-token", *admin)])
     token_file.write_text("second-token")

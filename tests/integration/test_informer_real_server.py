@@ -22,6 +22,7 @@ from rx_informer import (
 from rx_informer.testing.control_plane import ControlPlane
 from rx_informer.testing.invariant import InvariantChecker
 from tests.conftest import FAST_BACKOFF, Recorder
+from tests.support.kube import watch_checked
 
 pytestmark = pytest.mark.integration
 
@@ -285,10 +286,7 @@ def test_apiserver_restart_with_deletes_and_compaction_while_down_relists(
             create(api, "default", "configmaps", configmap(name))
         factory = InformerFactory(kube, backoff=FAST_BACKOFF)
         informer = factory.informer("v1", "configmaps", "default")
-        checker = InvariantChecker(informer, kube).start()
-        recorder = Recorder()
-        informer.events.subscribe(recorder)
-        recorder.wait_count(EventType.SYNCED, timeout=DEADLINE)
+        checker, recorder = watch_checked(informer, kube, DEADLINE)
 
         plane.stop_apiserver()
         plane.delete_from_storage("configmaps/default/vanishes")

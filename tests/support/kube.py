@@ -9,6 +9,10 @@ from typing import Any
 
 import httpx
 
+from rx_informer import Cluster, EventType, Informer
+from rx_informer.testing.invariant import InvariantChecker
+from tests.conftest import Recorder
+
 
 def unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
@@ -27,3 +31,14 @@ def watch_events(response: httpx.Response) -> Iterator[dict[str, Any]]:
         for line in lines:
             if line.strip():
                 yield json.loads(line)
+
+
+def watch_checked(
+    informer: Informer, cluster: Cluster, timeout: float
+) -> tuple[InvariantChecker, Recorder]:
+    """Start ``informer`` under the invariant checker and a recorder; wait for its sync."""
+    checker = InvariantChecker(informer, cluster).start()
+    recorder = Recorder()
+    informer.events.subscribe(recorder)
+    recorder.wait_count(EventType.SYNCED, timeout=timeout)
+    return checker, recorder

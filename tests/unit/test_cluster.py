@@ -15,16 +15,7 @@ from rx_informer import Cluster, ConfigError, EventType, InformerFactory
 from tests.conftest import FAST_BACKOFF, Recorder
 from tests.support.certs import Pki, make_pki
 from tests.support.fake_api import FakeApiServer
-
-
-def kubeconfig(path: Path, cluster: str, user: str = "    token: t\n") -> str:
-    path.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        f"clusters:\n- name: k\n  cluster:\n{cluster}"
-        "contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n"
-        f"users:\n- name: u\n  user:\n{user}"
-    )
-    return str(path)
+from tests.support.kubeconfigs import write_kubeconfig
 
 
 def tls_server(pki: Pki, require_client_cert: bool) -> FakeApiServer:
@@ -66,7 +57,7 @@ def mtls(pki: Pki) -> Iterator[FakeApiServer]:
 def test_client_certificate_from_files_with_a_ca_file(
     mtls: FakeApiServer, pki: Pki, tmp_path: Path
 ) -> None:
-    config = kubeconfig(
+    config = write_kubeconfig(
         tmp_path / "kc",
         f"    server: {mtls.url}\n    certificate-authority: {pki.ca}\n",
         f"    client-certificate: {pki.client_cert}\n    client-key: {pki.client_key}\n",
@@ -79,7 +70,7 @@ def test_client_certificate_from_files_with_a_ca_file(
 def test_inline_data_goes_to_private_files_removed_on_close(
     mtls: FakeApiServer, pki: Pki, tmp_path: Path
 ) -> None:
-    config = kubeconfig(
+    config = write_kubeconfig(
         tmp_path / "kc",
         f"    server: {mtls.url}\n    certificate-authority-data: {b64(pki.ca)}\n",
         f"    client-certificate-data: {b64(pki.client_cert)}\n"
@@ -98,7 +89,7 @@ def test_wrong_ca_fails_with_a_clear_error(pki: Pki, tmp_path: Path) -> None:
     server = tls_server(pki, require_client_cert=False)
     (tmp_path / "other").mkdir()
     other = make_pki(tmp_path / "other")
-    config = kubeconfig(
+    config = write_kubeconfig(
         tmp_path / "kc", f"    server: {server.url}\n    certificate-authority: {other.ca}\n"
     )
     cluster = Cluster.from_kubeconfig(config)
@@ -114,14 +105,14 @@ def test_insecure_skip_tls_verify_only_when_the_kubeconfig_says_so(
     pki: Pki, tmp_path: Path
 ) -> None:
     server = tls_server(pki, require_client_cert=False)
-    config = kubeconfig(tmp_path / "kc", f"    server: {server.url}\n"
+    config = write_kubeconfig(tmp_path / "kc", f"    server: {server.url}\n"
                                          "    insecure-skip-tls-verify: true\n")
     cluster = Cluster.from_kubeconfig(config)
     assert sync_once(cluster).items[0].type is EventType.SYNCED
     cluster.close()
 
     verified = Cluster.from_kubeconfig(
-        kubeconfig(tmp_path / "kc2", f"    server: {server.url}\n")
+        write_kubeconfig(tmp_path / "kc2", f"    server: {server.url}\n")
     )
     assert sync_once(verified).items[0].type is EventType.ERROR
     verified.close()
@@ -132,10 +123,10 @@ def test_tls_server_name_is_used_for_sni_and_verification(tmp_path: Path) -> Non
     pki = make_pki(tmp_path, server_name="api.internal")
     server = tls_server(pki, require_client_cert=False)
     cluster_block = f"    server: {server.url}\n    certificate-authority: {pki.ca}\n"
-    named = Cluster.from_kubeconfig(kubeconfig(
+    named = Cluster.from_kubeconfig(write_kubeconfig(
         tmp_path / "kc", cluster_block + "    tls-server-name: api.internal\n"))
     assert sync_once(named).items[0].type is EventType.SYNCED
-    unnamed = Cluster.from_kubeconfig(kubeconfig(tmp_path / "kc2", cluster_block))
+    unnamed = Cluster.from_kubeconfig(write_kubeconfig(tmp_path / "kc2", cluster_block))
     assert sync_once(unnamed).items[0].type is EventType.ERROR
     named.close()
     unnamed.close()
@@ -145,7 +136,7 @@ def test_tls_server_name_is_used_for_sni_and_verification(tmp_path: Path) -> Non
 def test_proxy_url_routes_requests_through_the_proxy(
     server: FakeApiServer, tmp_path: Path
 ) -> None:
-    config = kubeconfig(tmp_path / "kc", "    server: http://kube.invalid:6443\n"
+    config = write_kubeconfig(tmp_path / "kc", "    server: http://kube.invalid:6443\n"
                                          f"    proxy-url: {server.url}\n")
     cluster = Cluster.from_kubeconfig(config)
     assert sync_once(cluster).items[0].type is EventType.SYNCED
@@ -197,7 +188,7 @@ def test_secrets_never_reach_logs_reprs_or_errors(
 
     with caplog.at_level(logging.DEBUG):
         for ca in (pki.ca, wrong_ca):
-            config = kubeconfig(tmp_path / "kc", f"    server: {server.url}\n"
+            config = write_kubeconfig(tmp_path / "kc", f"    server: {server.url}\n"
                                 f"    certificate-authority-data: {b64(ca)}\n", user)
             cluster = Cluster.from_kubeconfig(config)
             events = sync_once(cluster).items
@@ -251,7 +242,7 @@ def test_https_proxy_from_the_environment_unless_no_proxy(
     server: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without a proxy-url in the kubeconfig, HTTP(S)_PROXY and NO_PROXY apply."""
-    config = kubeconfig(tmp_path / "kc", "    server: http://kube.invalid:6443\n")
+    config = write_kubeconfig(tmp_path / "kc", "    server: http://kube.invalid:6443\n")
     monkeypatch.setenv("HTTP_PROXY", server.url)
     cluster = Cluster.from_kubeconfig(config)
     assert sync_once(cluster).items[0].type is EventType.SYNCED

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,31 +10,16 @@ import pytest
 from rx_informer import Cluster, EventType, InformerFactory
 from tests.conftest import FAST_BACKOFF, Recorder
 from tests.support.fake_api import FakeApiServer
-
-PLUGIN = """\
-import json, sys
-token = open(sys.argv[1]).read().strip()
-print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1",
-                  "kind": "ExecCredential", "status": {"token": token}}))
-"""
+from tests.support.kubeconfigs import TOKEN_FILE_PLUGIN, exec_user, write_kubeconfig
 
 
 def exec_kubeconfig(tmp_path: Path, server: FakeApiServer, token: str) -> Path:
     token_file = tmp_path / "token"
     token_file.write_text(token)
     plugin = tmp_path / "plugin.py"
-    plugin.write_text(PLUGIN)
-    config = tmp_path / "kubeconfig"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        f"clusters:\n- name: k\n  cluster:\n    server: {server.url}\n"
-        "contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n"
-        "users:\n- name: u\n  user:\n    exec:\n"
-        "      apiVersion: client.authentication.k8s.io/v1beta1\n"
-        f"      command: {sys.executable}\n"
-        f"      args: [{plugin}, {token_file}]\n"
-    )
-    return config
+    plugin.write_text(TOKEN_FILE_PLUGIN)
+    return Path(write_kubeconfig(tmp_path / "kubeconfig", f"    server: {server.url}\n",
+                                 exec_user(plugin, token_file)))
 
 
 def test_rotated_token_is_fetched_after_a_401_without_a_loop(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from rx_informer import (
 )
 from tests.conftest import Recorder
 from tests.support.fake_api import FakeApiServer, Request, Writer, pod
+from tests.support.kubeconfigs import exec_user, write_kubeconfig
 
 
 def test_a_subscriber_raising_cancelled_error_cancels_nothing(
@@ -172,14 +172,8 @@ def test_events_and_snapshots_cannot_be_changed_by_a_subscriber(
 
 
 def test_a_password_in_the_server_url_stays_out_of_the_repr(tmp_path: Path) -> None:
-    config = tmp_path / "kc"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        "clusters:\n- name: k\n  cluster:\n    server: http://admin:hunter2pw@127.0.0.1:9\n"
-        "contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n"
-        "users:\n- name: u\n  user: {}\n"
-    )
-    cluster = Cluster.from_kubeconfig(str(config))
+    config = write_kubeconfig(tmp_path / "kc", "    server: http://admin:hunter2pw@127.0.0.1:9\n")
+    cluster = Cluster.from_kubeconfig(config)
     assert "hunter2pw" not in repr(cluster)
     assert "127.0.0.1:9" in repr(cluster)
     cluster.close()
@@ -204,16 +198,9 @@ def test_a_hanging_credential_plugin_stalls_neither_other_informers_nor_dispose(
 ) -> None:
     plugin = tmp_path / "plugin.py"
     plugin.write_text(HANGING_PLUGIN)
-    config = tmp_path / "kc"
-    config.write_text(
-        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
-        f"clusters:\n- name: k\n  cluster:\n    server: {server.url}\n"
-        "contexts:\n- name: c\n  context:\n    cluster: k\n    user: u\n"
-        "users:\n- name: u\n  user:\n    exec:\n"
-        "      apiVersion: client.authentication.k8s.io/v1beta1\n"
-        f"      command: {sys.executable}\n      args: [{plugin}, {tmp_path / 'calls'}]\n"
-    )
-    stuck_cluster = Cluster.from_kubeconfig(str(config))  # first call: an expired token
+    config = write_kubeconfig(tmp_path / "kc", f"    server: {server.url}\n",
+                              exec_user(plugin, tmp_path / "calls"))
+    stuck_cluster = Cluster.from_kubeconfig(config)  # first call: an expired token
     stuck = InformerFactory(stuck_cluster).informer("v1", "pods", "stuck")
     hung = stuck.events.subscribe(lambda _: None)  # its first request runs the plugin again
     calls = tmp_path / "calls"
