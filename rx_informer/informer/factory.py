@@ -34,7 +34,8 @@ class InformerFactory:
         self._cluster = cluster
         self._timeouts = timeouts or Timeouts()
         self._backoff = backoff or Backoff()
-        self._lock = threading.Lock()
+        # Reentrant: a keep-alive subscription that ends at once calls back under it.
+        self._lock = threading.RLock()
         self._informers: dict[Hashable, Informer] = {}
         #: Subscriptions taken by ``wait_for_sync`` to keep informers running until ``close``.
         self._keepalive: dict[Hashable, abc.DisposableBase] = {}
