@@ -50,7 +50,7 @@ FULL = Sizes(runs=5, sync_pods=(10_000, 50_000), watch_pods=1_000, watch_events=
              share_pods=1_000, share_events=5_000, share_subscribers=(1, 10, 100),
              share_runs=3, dispose_pods=10, dispose_tries=100, idle_pods=1_000,
              idle_seconds=60.0, idle_runs=2,
-             real_pods=10_000, timeout=1_200.0)
+             real_pods=50_000, timeout=1_200.0)
 QUICK = Sizes(runs=3, sync_pods=(2_000,), watch_pods=300, watch_events=3_000,
               share_pods=300, share_events=1_000, share_subscribers=(1, 10, 100),
               share_runs=1, dispose_pods=10, dispose_tries=100, idle_pods=300,
