@@ -30,17 +30,12 @@ Transform = Callable[[Object], Object]
 
 @dataclass(frozen=True, slots=True)
 class Step:
-    """The cache after one output, and what subscribers must hear about it.
-
-    ``replayed`` marks the step synthesised for a late subscriber: its events re-announce the
-    whole cache (ADDED for each object, then SYNCED if it has synced).
-    """
+    """The cache after one output, and what subscribers must hear about it."""
 
     snapshot: Snapshot
     events: tuple[Event, ...] = ()
     #: Whether the cache's content changed (a bookmark or an error changes nothing).
     changed: bool = False
-    replayed: bool = False
 
     @property
     def synced(self) -> bool:
@@ -56,11 +51,13 @@ class Step:
         return self if len(self.events) < 2 else Step(self.snapshot)
 
     def replay(self) -> Step:
+        """The step a late subscriber gets first: ADDED for each cached object, then SYNCED
+        if the cache has synced."""
         snapshot = self.snapshot
         added = [Event(EventType.ADDED, wire) for wire in snapshot.wires()]
         if snapshot.has_synced:
             added.append(Event(EventType.SYNCED, snapshot=snapshot))
-        return Step(snapshot, tuple(added), changed=True, replayed=True)
+        return Step(snapshot, tuple(added), changed=True)
 
 
 class Reducer:

@@ -83,6 +83,7 @@ class ReplayLatestShare(Observable[T], Generic[T]):
                 # Before delivery: an observer that subscribes from inside a callback is not in
                 # the tuple being delivered to, so its replay must already include this value.
                 self._latest = (self._retain(value),)
+                # _guard inlined: this loop runs once per event per subscriber.
                 for observer in self._observers:
                     try:
                         observer.on_next(value)
@@ -94,8 +95,7 @@ class ReplayLatestShare(Observable[T], Generic[T]):
                 _guard(observer.on_error, error)
 
         def on_completed() -> None:
-            for observer in self._end(generation):
-                _guard(observer.on_completed)
+            self._complete(generation)
 
         # A placeholder first: the source may call back before subscribe() returns.
         self._connection = Disposable()
@@ -129,10 +129,11 @@ class ReplayLatestShare(Observable[T], Generic[T]):
     def close(self) -> None:
         """End the current generation: observers get ``on_completed``, the source stops."""
         with self._lock:
-            observers = self._observers
-            self._observers = ()
-            self._disconnect()
-        for observer in observers:
+            generation = self._generation
+        self._complete(generation)
+
+    def _complete(self, generation: int) -> None:
+        for observer in self._end(generation):
             _guard(observer.on_completed)
 
 
